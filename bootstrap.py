@@ -1,0 +1,56 @@
+#!/usr/bin/env python3
+"""Fresh box, only python3: make the tools venv (.venv) from the hashed lock, then run invoke.
+
+    python3 bootstrap.py setup      # == invoke setup
+    python3 bootstrap.py test       # == invoke test
+
+Re-running is instant: the venv is stamped with the lock's hash, written last.
+"""
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+VENV = ROOT / ".venv"
+LOCK = ROOT / "requirements" / "tools.txt"
+STAMP = VENV / ".dpdeploy-tools-stamp"
+
+
+def fail(what: str, why: str, next_step: str) -> "None":
+    sys.exit(f"bootstrap: {what}\n  why: {why}\n  next: {next_step}")
+
+
+def ensure_venv() -> Path:
+    digest = hashlib.sha256(LOCK.read_bytes()).hexdigest()
+    if STAMP.is_file() and STAMP.read_text().strip() == digest:
+        return VENV
+    if sys.version_info < (3, 10):
+        fail(f"Python {sys.version.split()[0]} is too old for dpdeploy's tools",
+             "the tools venv needs Python >= 3.10", "run bootstrap.py with python3.10 or newer")
+    print(f"bootstrap: creating the tools venv at {VENV} (invoke, pyyaml, pytest, uv) ...", flush=True)
+    shutil.rmtree(VENV, ignore_errors=True)
+    made = subprocess.run([sys.executable, "-m", "venv", str(VENV)])
+    if made.returncode != 0:
+        shutil.rmtree(VENV, ignore_errors=True)
+        fail("python3 -m venv failed", "the venv module or ensurepip is missing",
+             "install it (Debian/Ubuntu: sudo apt install python3-venv) and run this again")
+    pip = [str(VENV / "bin" / "python"), "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
+    if subprocess.run([*pip, "--require-hashes", "--only-binary=:all:", "-r", str(LOCK)]).returncode != 0:
+        fail("installing the tools failed", f"pip could not install {LOCK.name} (see its output above)",
+             "check network access to PyPI (or PIP_INDEX_URL / PIP_CERT behind a proxy) and run this again")
+    STAMP.write_text(digest + "\n")  # last: a half-made venv is never taken for done
+    return VENV
+
+
+def main() -> None:
+    venv = ensure_venv()
+    invoke = venv / "bin" / "invoke"
+    os.chdir(ROOT)
+    os.execv(str(invoke), [str(invoke), *sys.argv[1:]])
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Invoke tasks, one module per command; ``tasks.py`` assembles them."""

@@ -1,0 +1,54 @@
+"""What every task does first: resolve settings, get facts, make the plan; and how errors end."""
+from __future__ import annotations
+
+import contextlib
+import sys
+from typing import Any, Iterator
+
+from invoke import Exit
+
+from .. import matrix as matrix_mod
+from .. import render
+from ..facts import Facts, FactsError
+from ..matrix import Matrix, MatrixError
+from ..plan import Plan, PlanError, resolve
+from ..probe import load_nvml, probe
+from ..settings import Settings, SettingsError, resolve as resolve_settings
+
+USER_ERRORS = (MatrixError, FactsError, SettingsError, PlanError)
+
+
+def settings(c, **flags: Any) -> Settings:
+    """Flags whose value is "" / 0 / None count as not given."""
+    given = {k: v for k, v in flags.items() if v not in ("", 0, None)}
+    config = dict(c.config.get("dpdeploy", {}))
+    return resolve_settings(given, config=config)
+
+
+def facts(s: Settings) -> Facts:
+    if s.facts:
+        return Facts.load(s.facts)
+    return probe(disk_path=s.prefix or str(s.home_path), nvml=load_nvml())
+
+
+def load_matrix(s: Settings) -> Matrix:
+    return matrix_mod.load(s.matrix)
+
+
+def plan(s: Settings) -> tuple[Facts, Plan]:
+    f = facts(s)
+    return f, resolve(f, load_matrix(s), s)
+
+
+@contextlib.contextmanager
+def user_errors(as_json: bool = False) -> Iterator[None]:
+    """Turn known errors into a clear message (or JSON) and exit status 2."""
+    try:
+        yield
+    except USER_ERRORS as err:
+        if as_json:
+            payload = err.to_dict() if isinstance(err, PlanError) else {"error": str(err)}
+            print(render.to_json(payload))
+        else:
+            print(render.error_text(err), file=sys.stderr)
+        raise Exit(code=2) from None

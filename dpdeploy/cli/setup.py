@@ -1,0 +1,30 @@
+"""`invoke setup`: the whole deployment, planned first, then each step."""
+from invoke import Exit, task
+
+from .. import render
+from ..setup import setup as run_setup
+from . import common
+from .plan import PLAN_HELP
+
+
+@task(help={
+    **PLAN_HELP,
+    "dry": "Print the plan and the steps, change nothing.",
+    "only": "Run only these steps (comma-separated, e.g. env,build).",
+})
+def setup(c, dry: bool = False, json: bool = False, facts: str = "", profile: str = "", arch_list: str = "",
+          prefix: str = "", max_jobs: int = 0, only: str = "") -> None:
+    """Deploy DensePose on this host: env, build, weights, smoke tests, report."""
+    with common.user_errors(json):
+        s = common.settings(c, facts=facts, profile=profile, arch_list=arch_list, prefix=prefix, max_jobs=max_jobs)
+        found, resolved = common.plan(s)
+        if not json:
+            print(render.plan_text(resolved) + "\n")
+        echo = (lambda line: None) if json else print
+        result = run_setup(found, resolved, s, dry=dry, only=tuple(filter(None, only.split(","))), echo=echo)
+        if json:
+            print(render.to_json(result))
+        elif result.record:
+            print(f"\nrun record: {result.record.folder}")
+        if not result.ok:
+            raise Exit(code=1)

@@ -1,0 +1,96 @@
+"""The matrix validates itself; settings resolve flag > env > invoke.yaml > default."""
+import copy
+
+import pytest
+import yaml
+
+from dpdeploy import matrix as matrix_mod
+from dpdeploy.facts import Facts, FactsError
+from dpdeploy.matrix import MatrixError
+from dpdeploy.settings import SettingsError, resolve
+
+
+def test_real_matrix_loads(matrix):
+    assert set(matrix.profiles) >= {"cu130", "cu126", "cpu"}
+    cu130 = matrix.profile("cu130")
+    assert (cu130.torch, cu130.torchvision, cu130.cuda, cu130.index) == ("2.14.1", "0.29.1", "13.0", "pypi")
+    assert matrix.d2_commit == "02b5c4e295e990042a714712c21dc79b731e8833"
+    assert matrix.max_gcc("13.0.88") == 15
+    assert matrix.model_url(matrix.default_model) == (
+        "https://dl.fbaipublicfiles.com/densepose/densepose_rcnn_R_50_FPN_s1x/165712039/model_final_162be9.pkl")
+
+
+def _broken(mutate):
+    data = yaml.safe_load(open(matrix_mod.DEFAULT_PATH))
+    data = copy.deepcopy(data)
+    mutate(data)
+    return data
+
+
+@pytest.mark.parametrize("mutate, key", [
+    (lambda d: d["detectron2"].pop("commit"), "detectron2.commit: missing"),
+    (lambda d: d["detectron2"].update(commit="main"), "detectron2.commit"),
+    (lambda d: d["profiles"]["cu130"].update(torch="latest"), "profiles.cu130.torch"),
+    (lambda d: d["profiles"]["cu130"].update(min_driver=None), "profiles.cu130.min_driver: missing"),
+    (lambda d: d["profiles"]["cu130"].update(arch_list="7.0;9.0"), "profiles.cu130.arch_list"),
+    (lambda d: d["profiles"]["cu130"].update(index="http://insecure"), "profiles.cu130.index"),
+    (lambda d: d["profiles"]["cu126"].pop("compute_capability"), "profiles.cu126.compute_capability"),
+    (lambda d: d["auto"].update(gpu=["cu130", "nope"]), "auto"),
+    (lambda d: d["auto"].update(gpu=["cpu"]), "auto.gpu"),
+    (lambda d: d["nvcc_max_gcc"].pop("13.0"), "profiles.cu130.cuda"),
+    (lambda d: d["build"].update(mem_per_job_mib="lots"), "build.mem_per_job_mib"),
+    (lambda d: d["models"].update(default="nope"), "models.default"),
+    (lambda d: d["models"]["entries"]["densepose_rcnn_R_50_FPN_s1x"].update(md5_prefix="xyz"), "md5_prefix"),
+    (lambda d: d["samples"]["astronaut"].update(sha256="abc"), "samples.astronaut.sha256"),
+])
+def test_broken_matrix_names_the_key(mutate, key):
+    with pytest.raises(MatrixError) as err:
+        matrix_mod.parse(_broken(mutate), "env/matrix.yml")
+    assert key in str(err.value)
+
+
+def test_matrix_file_errors(tmp_path):
+    with pytest.raises(MatrixError, match="not found"):
+        matrix_mod.load(tmp_path / "missing.yml")
+    bad = tmp_path / "bad.yml"
+    bad.write_text("profiles: [unclosed\n")
+    with pytest.raises(MatrixError, match="not valid YAML"):
+        matrix_mod.load(bad)
+
+
+def test_unknown_profile(matrix):
+    with pytest.raises(MatrixError, match="unknown profile 'cu999'"):
+        matrix.profile("cu999")
+
+
+def test_settings_precedence():
+    env = {"DPDEPLOY_PROFILE": "cu126", "DPDEPLOY_MAX_JOBS": "3"}
+    config = {"profile": "cpu", "max_jobs": 5, "prefix": "/from/yaml"}
+    s = resolve({"profile": "cu130"}, env=env, config=config)
+    assert (s.profile, s.origins["profile"]) == ("cu130", "--profile")
+    assert (s.max_jobs, s.origins["max_jobs"]) == (3, "DPDEPLOY_MAX_JOBS")
+    assert (s.prefix, s.origins["prefix"]) == ("/from/yaml", "invoke.yaml")
+    assert (s.arch_list, s.origins["arch_list"]) == ("", "default")
+
+
+def test_settings_type_errors():
+    with pytest.raises(SettingsError, match="max_jobs from DPDEPLOY_MAX_JOBS: expected an integer"):
+        resolve({}, env={"DPDEPLOY_MAX_JOBS": "many"})
+    with pytest.raises(SettingsError, match="unknown settings: colour"):
+        resolve({"colour": "red"}, env={})
+
+
+def test_home_default_is_outside_the_checkout():
+    s = resolve({}, env={})
+    assert s.home_path.name == "dpdeploy" and "share" in str(s.home_path)
+
+
+def test_facts_file_errors(tmp_path):
+    with pytest.raises(FactsError, match="not found"):
+        Facts.load(tmp_path / "none.json")
+    (tmp_path / "x.json").write_text("{not json")
+    with pytest.raises(FactsError, match="not JSON"):
+        Facts.load(tmp_path / "x.json")
+    (tmp_path / "y.json").write_text('{"os_id": "debian", "colour": 1}')
+    with pytest.raises(FactsError, match="unknown facts keys: colour"):
+        Facts.load(tmp_path / "y.json")
