@@ -14,7 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-from .checks import Check, arch_check, env_missing, env_python, read_build_stamp, BUILD_STAMP
+from packaging.markers import InvalidMarker, Marker
+
+from .checks import BUILD_STAMP, Check, arch_check, env_missing, env_python, read_build_stamp
 from .facts import Facts
 from .matrix import Matrix
 from .plan import Plan
@@ -24,13 +26,35 @@ LOCKS_DIR = Path(__file__).resolve().parent.parent / "env" / "locks"
 # Installed into every env without being locked: the venv's own installer, and what the build
 # step compiles from source (checked through the build stamp instead).
 UNLOCKED = frozenset({"pip", "setuptools", "wheel", "detectron2", "detectron2-densepose"})
-LIST_SCRIPT = ("import importlib.metadata as m, json; "
-               "print(json.dumps([[d.metadata['Name'], d.version] for d in m.distributions() if d.metadata['Name']]))")
-_REQ = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)\s*(?:\[[^\]]*\])?\s*(?:(===?)\s*([^\s;]+)|@\s*(\S+))?\s*(?:;.*)?$")
+# Run by the env's own interpreter: its marker environment (PEP 508 names) and its distributions.
+LIST_SCRIPT = """
+import importlib.metadata as m, json, os, platform, sys
+env = {"python_version": ".".join(platform.python_version_tuple()[:2]),
+       "python_full_version": platform.python_version(), "sys_platform": sys.platform,
+       "platform_machine": platform.machine(), "platform_system": platform.system(),
+       "platform_release": platform.release(), "os_name": os.name,
+       "implementation_name": sys.implementation.name,
+       "platform_python_implementation": platform.python_implementation()}
+dists = [[d.metadata["Name"], d.version] for d in m.distributions() if d.metadata["Name"]]
+print(json.dumps({"env": env, "dists": dists}))
+"""
+_REQ = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)\s*(?:\[[^\]]*\])?\s*(?:(===?)\s*([^\s;]+)|@\s*([^\s;]+))?\s*(?:;\s*(.*))?$")
 
 
 class LockError(ValueError):
     """A lock file that cannot be read."""
+
+
+@dataclass(frozen=True)
+class Pin:
+    version: Optional[str]        # None for ``name @ url`` pins
+    marker: Optional[str] = None  # PEP 508 environment marker, e.g. "python_full_version < '3.11'"
+
+
+@dataclass(frozen=True)
+class EnvListing:
+    marker_env: dict
+    dists: list[tuple[str, str]]
 
 
 def normalize(name: str) -> str:
@@ -38,13 +62,13 @@ def normalize(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
 
 
-def parse_lock(text: str, path: str = "<lock>") -> dict[str, frozenset[str]]:
-    """Pinned requirements (``uv pip compile --generate-hashes`` output) -> {name: versions}.
+def parse_lock(text: str, path: str = "<lock>") -> dict[str, tuple[Pin, ...]]:
+    """Pinned requirements (``uv pip compile --generate-hashes`` output) -> {name: pins}.
 
-    A name may be pinned more than once under different markers (``--universal``); any of its
-    versions is accepted. ``name @ url`` pins are recorded with no version (any is accepted).
+    Handles ``\\`` continuations, ``--hash`` options, comments and option lines. A name may be
+    pinned several times under different markers (``--universal``).
     """
-    pins: dict[str, set[str]] = {}
+    pins: dict[str, list[Pin]] = {}
     logical, start = "", 0
     for number, raw in enumerate(text.splitlines() + [""], 1):
         line = re.sub(r"(^|\s)#.*$", "", raw).rstrip()
@@ -57,25 +81,40 @@ def parse_lock(text: str, path: str = "<lock>") -> dict[str, frozenset[str]]:
         if not logical or logical.startswith("-"):
             logical = ""
             continue
-        requirement = logical.split(" --", 1)[0].strip()
+        requirement = re.split(r"\s--", logical, maxsplit=1)[0].strip()
         logical = ""
         match = _REQ.match(requirement)
         if not match or (match.group(2) is None and match.group(4) is None):
             raise LockError(f"{path}:{start}: not a pinned requirement (name==version): {requirement!r}")
-        versions = pins.setdefault(normalize(match.group(1)), set())
-        if match.group(3):
-            versions.add(match.group(3))
-    return {name: frozenset(v) for name, v in pins.items()}
+        marker = (match.group(5) or "").strip() or None
+        if marker:
+            try:
+                Marker(marker)
+            except InvalidMarker as exc:
+                raise LockError(f"{path}:{start}: bad environment marker {marker!r}: {exc}") from None
+        pins.setdefault(normalize(match.group(1)), []).append(Pin(match.group(3), marker))
+    return {name: tuple(p) for name, p in pins.items()}
 
 
-def installed(prefix: str, runner: Runner = run) -> Optional[list[tuple[str, str]]]:
-    """(name, version) of every distribution in the env, read by the env's own interpreter."""
+def applicable(locked: dict[str, tuple[Pin, ...]], marker_env: dict) -> dict[str, frozenset[str]]:
+    """The pins whose markers hold in the env -> {name: accepted versions} (empty: any version)."""
+    out = {}
+    for name, pins in locked.items():
+        live = [p for p in pins if p.marker is None or Marker(p.marker).evaluate(dict(marker_env))]
+        if live:
+            out[name] = frozenset(p.version for p in live if p.version)
+    return out
+
+
+def installed(prefix: str, runner: Runner = run) -> Optional[EnvListing]:
+    """The env's marker environment and (name, version) of every distribution, read in the env."""
     result = runner([str(env_python(prefix)), "-c", LIST_SCRIPT], timeout=120)
     if result is None or not result.ok:
         return None
     try:
-        return [(str(n), str(v)) for n, v in json.loads(result.stdout)]
-    except (ValueError, TypeError):
+        data = json.loads(result.stdout)
+        return EnvListing(dict(data["env"]), [(str(n), str(v)) for n, v in data["dists"]])
+    except (ValueError, TypeError, KeyError):
         return None
 
 
@@ -107,11 +146,12 @@ def packages_checks(prefix: str, lock_path: Path, runner: Runner = run) -> list[
         locked = parse_lock(lock_path.read_text(encoding="utf-8"), str(lock_path))
     except LockError as exc:
         return [Check("packages", "fail", str(exc), "the lock is generated by uv, never edited by hand", "invoke lock")]
-    present = installed(prefix, runner)
-    if present is None:
+    listing = installed(prefix, runner)
+    if listing is None:
         return [Check("packages", "fail", f"could not list the distributions in {prefix}",
                       f"{env_python(prefix)} failed to run importlib.metadata", "invoke env")]
-    diffs, extras = compare(locked, present)
+    locked = applicable(locked, listing.marker_env)
+    diffs, extras = compare(locked, listing.dists)
     checks = [
         Check("packages", "fail", f"{len(diffs)} of {len(locked)} locked packages differ from {lock_path.name}",
               "the env drifted from its lock (a package was upgraded, downgraded or removed)",
