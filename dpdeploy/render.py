@@ -87,3 +87,39 @@ def error_text(err: Exception) -> str:
     if isinstance(err, PlanError):
         return _color("31", "error: ", sys.stderr) + str(err)
     return _color("31", "error: ", sys.stderr) + str(err)
+
+
+_MARK = {"ok": "ok  ", "warn": "WARN", "fail": "FAIL", "skip": "skip"}
+
+
+def _check_lines(checks) -> list[str]:
+    out = []
+    for c in checks:
+        out.append(f"  [{_MARK.get(c.status, c.status)}] {c.name}: {c.what}")
+        out += [f"         why:  {c.why}"] if c.why and c.status != "ok" else []
+        out += [f"         - {d}" for d in c.details]
+        out += [f"         next: {c.next}"] if c.next and c.status != "ok" else []
+    return out
+
+
+def doctor_text(report) -> str:
+    out = [bold("Checks")] + (_check_lines(report.checks) or ["  (none)"])
+    if report.log is not None:
+        out += ["", bold(f"Log {report.log}")]
+        if not report.findings:
+            out += ["  no known failure signature found"]
+        for f in report.findings:
+            out += [f"  [{_MARK[f.level]}] {f.id}: {f.title}",
+                    f"         line {f.line_no}: {f.line[:200]}",
+                    f"         why:  {f.cause}",
+                    f"         next: {f.fix}",
+                    f"         see:  {f.source}"]
+    out += ["", "doctor: " + ("no failures found" if report.ok else "failures found (exit 1)")]
+    return "\n".join(out)
+
+
+def verify_text(result) -> str:
+    out = [bold(f"Verify {result.prefix} ({result.profile}, lock {result.lock})")] + _check_lines(result.checks)
+    out += ["", "verify: " + ("the env matches its lock and the matrix" if result.ok
+                              else f"drift: {len(result.differences)} differences (exit 1)")]
+    return "\n".join(out)

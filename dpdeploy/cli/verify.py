@@ -1,0 +1,29 @@
+"""`invoke verify`: is the deployed env still what the lock and the matrix say?"""
+from invoke import Exit, task
+
+from .. import render
+from ..fsutil import atomic_write_text
+from ..verify import junit_xml, verify as run_verify
+from . import common
+
+
+@task(help={
+    "json": "Print the result (checks and differences) as JSON.",
+    "junit": "Also write a JUnit XML report (one testcase per check) to this file.",
+    "lock": "The lock file to compare with (default env/locks/<profile>.txt).",
+    "facts": "Use a recorded facts JSON file (its GPUs) instead of probing this host.",
+    "profile": "Force a profile from env/matrix.yml (cu130, cu126, cpu, cpu-slim); default auto.",
+    "prefix": "The environment to verify (default <state root>/envs/<profile>).",
+})
+def verify(c, json: bool = False, junit: str = "", lock: str = "", facts: str = "", profile: str = "",
+           prefix: str = "") -> None:
+    """Check the deployed env against its lock, the matrix and this host's GPUs; exit 1 on drift."""
+    with common.user_errors(json):
+        s = common.settings(c, facts=facts, profile=profile, prefix=prefix)
+        found, resolved = common.plan(s)
+        result = run_verify(found, resolved, common.load_matrix(s), lock or None)
+    if junit:
+        atomic_write_text(junit, junit_xml(result))
+    print(render.to_json(result) if json else render.verify_text(result))
+    if not result.ok:
+        raise Exit(code=1)
