@@ -33,9 +33,10 @@ ol.proc { padding-left: 1.6em; } ol.proc li { margin-bottom: .45em; } ol.sub { p
 table { border-collapse: collapse; width: 100%; margin: .4em 0; }
 td, th { border: 1px solid #e1e4e8; padding: .25em .5em; text-align: left; vertical-align: top; }
 th { background: #f6f8fa; } td.num { text-align: right; font-variant-numeric: tabular-nums; }
-.photo { page-break-inside: avoid; break-inside: avoid; }
-.grid { display: flex; flex-wrap: wrap; gap: 6px; }
-figure { margin: 0; flex: 0 0 calc(33.3% - 4px); }
+.photo h3 { break-after: avoid; } figure, tr { break-inside: avoid; }
+.grid { font-size: 0; orphans: 1; widows: 1; }   /* no gaps from whitespace between the inline figures */
+figure { display: inline-block; vertical-align: top; width: 32.6%; margin: 0 1% 6px 0; font-size: 9.5pt; }
+figure:nth-child(3n) { margin-right: 0; }
 figure img { width: 100%; border: 1px solid #ddd; display: block; }
 figcaption { font-size: 8pt; color: #555; text-align: center; margin-top: 2px; }
 .terminal img { width: 100%; }
