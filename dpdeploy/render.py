@@ -11,7 +11,9 @@ from .plan import Plan, PlanError
 
 
 def _color(code: str, text: str, stream=sys.stdout) -> str:
-    if os.environ.get("NO_COLOR") or not getattr(stream, "isatty", lambda: False)():
+    if os.environ.get("NO_COLOR"):
+        return text
+    if not os.environ.get("FORCE_COLOR") and not getattr(stream, "isatty", lambda: False)():
         return text
     return f"\033[{code}m{text}\033[0m"
 

@@ -20,7 +20,7 @@ def default_home(env: Mapping[str, str] = os.environ) -> str:
 # name -> default. Empty string / 0 mean "let the plan decide".
 DEFAULTS: dict[str, Any] = {
     "home": "",          # state root (env prefixes, caches, run records); "" = XDG data dir
-    "matrix": str(DEFAULT_MATRIX),
+    "matrix": str(DEFAULT_MATRIX),  # the version matrix; default env/matrix.yml in the checkout
     "profile": "auto",   # a profile name from the matrix, or auto
     "prefix": "",        # env location; "" = <home>/envs/<profile>
     "python": "",        # interpreter for the env; "" = first probed one the profile accepts

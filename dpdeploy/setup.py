@@ -9,6 +9,7 @@ from .plan import Plan
 from .record import RunRecord
 from .settings import Settings
 from .steps import StepContext, StepResult, run_step
+from .versions import collect as collect_versions, to_dicts
 
 
 @dataclass
@@ -31,8 +32,11 @@ class SetupResult:
 
 
 def setup(facts: Facts, plan: Plan, settings: Settings, dry: bool = False,
-          only: tuple[str, ...] = (), echo: Callable[[str], None] = print) -> SetupResult:
-    record = None if dry else RunRecord.create(plan.home, "setup")
+          only: tuple[str, ...] = (), echo: Callable[[str], None] = print,
+          record: Optional[RunRecord] = None) -> SetupResult:
+    """Run the plan's steps; ``record`` is created here unless the caller made it (to tee into it)."""
+    if record is None and not dry:
+        record = RunRecord.create(plan.home, "setup")
     if record:
         record.write("facts", facts)
         record.write("plan", plan)
@@ -48,6 +52,8 @@ def setup(facts: Facts, plan: Plan, settings: Settings, dry: bool = False,
         result.steps.append(outcome)
         if record:
             record.add_step(outcome)
+            # what is installed now (stamps written by env/build), read by the report step
+            record.write("versions", to_dicts(collect_versions(plan.prefix, facts.to_dict())))
         if not outcome.ok:
             break
     if record:

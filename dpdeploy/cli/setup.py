@@ -1,8 +1,12 @@
 """`invoke setup`: the whole deployment, planned first, then each step."""
 from invoke import Exit, task
 
+import contextlib
+
 from .. import render
+from ..record import RunRecord
 from ..setup import setup as run_setup
+from ..terminal import capture, command_line
 from . import common
 from .plan import PLAN_HELP
 
@@ -18,13 +22,17 @@ def setup(c, dry: bool = False, json: bool = False, facts: str = "", profile: st
     with common.user_errors(json):
         s = common.settings(c, facts=facts, profile=profile, arch_list=arch_list, prefix=prefix, max_jobs=max_jobs)
         found, resolved = common.plan(s)
-        if not json:
-            print(render.plan_text(resolved) + "\n")
-        echo = (lambda line: None) if json else print
-        result = run_setup(found, resolved, s, dry=dry, only=tuple(filter(None, only.split(","))), echo=echo)
-        if json:
-            print(render.to_json(result))
-        elif result.record:
-            print(f"\nrun record: {result.record.folder}")
+        record = None if dry else RunRecord.create(resolved.home, "setup")
+        tee = capture(record.folder, command_line()) if record else contextlib.nullcontext()
+        with tee:
+            if not json:
+                print(render.plan_text(resolved) + "\n")
+            echo = (lambda line: None) if json else print
+            result = run_setup(found, resolved, s, dry=dry, only=tuple(filter(None, only.split(","))),
+                               echo=echo, record=record)
+            if json:
+                print(render.to_json(result))
+            elif result.record:
+                print(f"\nrun record: {result.record.folder}")
         if not result.ok:
             raise Exit(code=1)

@@ -53,3 +53,11 @@ def run_step(name: str, ctx: StepContext) -> StepResult:
     result = fn(ctx)
     result.duration_s = round(result.duration_s or time.monotonic() - start, 3)
     return result
+
+
+def _register() -> None:
+    from . import report
+    REGISTRY["report"] = report.run
+
+
+_register()

@@ -1,0 +1,123 @@
+"""The deployment report built from the recorded-run fixture (tests/fixtures/runs/)."""
+import json
+import re
+import shutil
+import subprocess
+import zipfile
+from pathlib import Path
+
+import pytest
+from PIL import Image, ImageStat
+
+from dpdeploy.report import write
+
+from .conftest import FIXTURES
+
+RUNS = FIXTURES / "runs"
+SETUP, PREDICT = RUNS / "20260610-091500-setup", RUNS / "20260610-093000-predict"
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory):
+    out = tmp_path_factory.mktemp("report")
+    return write(SETUP, PREDICT, out), out
+
+
+def _non_blank(img: Image.Image) -> bool:
+    return max(ImageStat.Stat(img.convert("L")).stddev) > 5
+
+
+def test_html_is_self_contained_with_every_image(report):
+    result, out = report
+    page = (out / "report.html").read_text()
+    uris = re.findall(r'<img src="(data:image/(?:png|jpeg);base64,[A-Za-z0-9+/=]+)"', page)
+    assert len(uris) == 5 + 1, "original, dp_contour, dp_segm, dp_u, dp_v and the terminal"
+    assert not re.search(r'src="(?!data:)', page), "no image may point at a file"
+    for caption in ("original", "dp_contour", "dp_segm", "dp_u", "dp_v"):
+        assert caption in page
+    assert result.status == "OK" and "OK" in page
+
+
+def test_markdown_sections_and_procedure_from_the_record(report):
+    _, out = report
+    md = (out / "report.md").read_text()
+    heads = re.findall(r"^## (.*)$", md, re.M)
+    assert heads == ["1. Procedure", "2. Environment", "3. Photos", "4. Terminal", "5. Timings and smoke tests"]
+    steps = json.loads((SETUP / "steps.json").read_text())
+    for s in steps:
+        assert f"`{s['command']}`" in md and f"{s['duration_s']:.1f} s" in md
+    assert "| detectron2 commit | 02b5c4e295e990042a714712c21dc79b731e8833 |" in md
+    assert "NOT a real DensePose estimate" in md, "fixture weights must be flagged"
+    assert "3 tests, 0 failed" in md
+    for rel in re.findall(r"!\[[^\]]*\]\(([^)]+)\)", md):
+        assert (out / rel).is_file()
+
+
+def test_terminal_screenshot_shows_the_command(report):
+    _, out = report
+    svg = (out / "terminal.svg").read_text()
+    assert "invoke setup" in svg and "==&gt; build" in svg
+    command = (SETUP / "command.txt").read_text().strip()
+    assert re.search(r"<tspan[^>]*>\$ </tspan><tspan[^>]*>" + re.escape(command) + "<", svg)
+    png = Image.open(out / "terminal.png")
+    assert _non_blank(png)
+    widest = max(len(l) for l in (SETUP / "terminal.log").read_text().splitlines())
+    assert png.width >= min(widest, 100) * 12, "about 8 px per column at 13 px x2"
+    # the dark terminal background dominates
+    assert ImageStat.Stat(png.convert("L")).median[0] < 60
+
+
+@pytest.mark.skipif(not shutil.which("pdftoppm"), reason="pdftoppm not installed (apt install poppler-utils)")
+def test_pdf_renders_every_page(report, tmp_path):
+    result, out = report
+    assert not result.problems, result.problems
+    info = subprocess.run(["pdfinfo", str(out / "report.pdf")], capture_output=True, text=True).stdout
+    pages = int(re.search(r"Pages:\s+(\d+)", info).group(1))
+    assert 3 <= pages <= 8
+    subprocess.run(["pdftoppm", "-r", "40", "-png", str(out / "report.pdf"), str(tmp_path / "p")], check=True)
+    images = sorted(tmp_path.glob("p-*.png"))
+    assert len(images) == pages
+    assert all(_non_blank(Image.open(p)) for p in images)
+    text = subprocess.run(["pdftotext", str(out / "report.pdf"), "-"], capture_output=True, text=True).stdout
+    assert "1. Procedure" in text and "5. Timings and smoke tests" in text
+    with zipfile.ZipFile(out / "report.zip") as z:
+        names = z.namelist()
+    assert "densepose-report/report.pdf" in names and "densepose-report/terminal.png" in names
+    assert sum(n.startswith("densepose-report/images/") for n in names) == 5
+
+
+def test_a_failed_step_is_reported_first(tmp_path):
+    setup = tmp_path / "20260610-091500-setup"
+    shutil.copytree(SETUP, setup)
+    steps = json.loads((setup / "steps.json").read_text())[:2]
+    steps[1].update(status="failed", output="ninja: build stopped: subcommand failed.")
+    (setup / "steps.json").write_text(json.dumps(steps))
+    (setup / "logs" / "build.log").write_text("nvcc fatal   : Unsupported gpu architecture 'compute_120'\n")
+    result = write(setup, PREDICT, tmp_path / "out", formats=("md", "html"))
+    md = (tmp_path / "out" / "report.md").read_text()
+    first_section = md.split("## 1.")[0]
+    assert result.status == "FAILED"
+    assert "FAILED" in first_section and "step `build` failed" in first_section
+    assert "Unsupported gpu architecture" in first_section, "the failed step's log tail"
+    assert "weights** — not run" in md and "smoke** — not run" in md
+    assert 'class="banner FAILED"' in (tmp_path / "out" / "report.html").read_text()
+
+
+def test_no_predict_run_says_so(tmp_path):
+    result = write(SETUP, None, tmp_path, formats=("md",))
+    md = (tmp_path / "report.md").read_text()
+    assert result.status == "INCOMPLETE" and "No predict run was found" in md
+    assert "No photos" in md
+
+
+def test_failed_photo_and_prefers_the_predict_terminal(tmp_path):
+    pred = tmp_path / "20260610-093000-predict"
+    shutil.copytree(PREDICT, pred)
+    summary = json.loads((pred / "predict" / "summary.json").read_text())
+    summary["inputs"][0].update(status="error", error="CUDA out of memory")
+    (pred / "predict" / "summary.json").write_text(json.dumps(summary))
+    (pred / "terminal.log").write_text("\x1b[31mpredict: 1 of 1 failed\x1b[0m\n")
+    result = write(SETUP, pred, tmp_path / "out", formats=("md",))
+    md = (tmp_path / "out" / "report.md").read_text()
+    assert result.status == "FAILED" and "predict failed on `grace_hopper`" in md.split("## 1.")[0]
+    assert "invoke predict grace_hopper.jpg" in (tmp_path / "out" / "terminal.svg").read_text()
