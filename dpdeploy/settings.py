@@ -27,6 +27,8 @@ DEFAULTS: dict[str, Any] = {
     "arch_list": "",     # TORCH_CUDA_ARCH_LIST override, e.g. "8.0;9.0+PTX"; "" = GPUs present
     "max_jobs": 0,       # compiler jobs; 0 = from RAM and cores
     "facts": "",         # recorded facts JSON instead of probing
+    "weights_from": "",  # weights source: "" = model zoo; a zoo mirror URL, a .pkl URL, a file or folder
+    "weights_timeout": 20,  # seconds a weights download may wait for the server per read
 }
 
 

@@ -44,6 +44,14 @@ StepFn = Callable[[StepContext], StepResult]
 REGISTRY: dict[str, StepFn] = {}
 
 
+def _register() -> None:
+    from . import weights
+    REGISTRY["weights"] = weights.run
+
+
+_register()
+
+
 def run_step(name: str, ctx: StepContext) -> StepResult:
     """Run one step (timed); a step without an implementation is reported as skipped."""
     fn = REGISTRY.get(name)
