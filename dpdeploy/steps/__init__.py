@@ -45,8 +45,9 @@ REGISTRY: dict[str, StepFn] = {}
 
 
 def _register() -> None:
-    from . import weights
+    from . import smoke, weights
     REGISTRY["weights"] = weights.run
+    REGISTRY["smoke"] = smoke.run
 
 
 _register()
