@@ -27,6 +27,7 @@ DEFAULTS: dict[str, Any] = {
     "arch_list": "",     # TORCH_CUDA_ARCH_LIST override, e.g. "8.0;9.0+PTX"; "" = GPUs present
     "max_jobs": 0,       # compiler jobs; 0 = from RAM and cores
     "facts": "",         # recorded facts JSON instead of probing
+    "conda": False,      # env step: install env/conda-lock-<profile>.yml with conda-lock instead of pip
 }
 
 

@@ -53,3 +53,9 @@ def run_step(name: str, ctx: StepContext) -> StepResult:
     result = fn(ctx)
     result.duration_s = round(result.duration_s or time.monotonic() - start, 3)
     return result
+
+
+# Each step module imports StepContext/StepResult from here, so they register at the end.
+from . import env as _env  # noqa: E402
+
+REGISTRY["env"] = _env.run
