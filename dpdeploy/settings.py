@@ -29,6 +29,7 @@ DEFAULTS: dict[str, Any] = {
     "facts": "",         # recorded facts JSON instead of probing
     "weights_from": "",  # weights source: "" = model zoo; a zoo mirror URL, a .pkl URL, a file or folder
     "weights_timeout": 20,  # seconds a weights download may wait for the server per read
+    "conda": False,      # env step: install env/conda-lock-<profile>.yml with conda-lock instead of pip
 }
 
 

@@ -44,15 +44,6 @@ StepFn = Callable[[StepContext], StepResult]
 REGISTRY: dict[str, StepFn] = {}
 
 
-def _register() -> None:
-    from . import smoke, weights
-    REGISTRY["weights"] = weights.run
-    REGISTRY["smoke"] = smoke.run
-
-
-_register()
-
-
 def run_step(name: str, ctx: StepContext) -> StepResult:
     """Run one step (timed); a step without an implementation is reported as skipped."""
     fn = REGISTRY.get(name)
@@ -62,3 +53,13 @@ def run_step(name: str, ctx: StepContext) -> StepResult:
     result = fn(ctx)
     result.duration_s = round(result.duration_s or time.monotonic() - start, 3)
     return result
+
+
+# Each step module imports StepContext/StepResult from here, so they register at the end.
+from . import env as _env  # noqa: E402
+
+REGISTRY["env"] = _env.run
+from . import smoke as _smoke, weights as _weights  # noqa: E402
+
+REGISTRY["weights"] = _weights.run
+REGISTRY["smoke"] = _smoke.run
