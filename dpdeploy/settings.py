@@ -27,6 +27,8 @@ DEFAULTS: dict[str, Any] = {
     "arch_list": "",     # TORCH_CUDA_ARCH_LIST override, e.g. "8.0;9.0+PTX"; "" = GPUs present
     "max_jobs": 0,       # compiler jobs; 0 = from RAM and cores
     "facts": "",         # recorded facts JSON instead of probing
+    "source": "",        # detectron2 source: URL, git repo/checkout, archive or dir; "" = the matrix's repo
+    "allow_unpinned": False,  # build a detectron2 source whose commit is not the matrix's pin (recorded)
 }
 
 

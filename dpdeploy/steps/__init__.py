@@ -53,3 +53,9 @@ def run_step(name: str, ctx: StepContext) -> StepResult:
     result = fn(ctx)
     result.duration_s = round(result.duration_s or time.monotonic() - start, 3)
     return result
+
+
+# Step modules import StepContext/StepResult from here, so they register after the definitions.
+from . import build as _build  # noqa: E402
+
+REGISTRY["build"] = _build.run
