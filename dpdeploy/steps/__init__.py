@@ -63,3 +63,6 @@ from . import smoke as _smoke, weights as _weights  # noqa: E402
 
 REGISTRY["weights"] = _weights.run
 REGISTRY["smoke"] = _smoke.run
+from . import build as _build  # noqa: E402
+
+REGISTRY["build"] = _build.run
