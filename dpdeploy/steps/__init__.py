@@ -56,13 +56,6 @@ def run_step(name: str, ctx: StepContext) -> StepResult:
 
 
 # Each step module imports StepContext/StepResult from here, so they register at the end.
-from . import env as _env  # noqa: E402
+from . import build as _build, env as _env, smoke as _smoke, weights as _weights  # noqa: E402
 
-REGISTRY["env"] = _env.run
-from . import smoke as _smoke, weights as _weights  # noqa: E402
-
-REGISTRY["weights"] = _weights.run
-REGISTRY["smoke"] = _smoke.run
-from . import build as _build  # noqa: E402
-
-REGISTRY["build"] = _build.run
+REGISTRY.update({"env": _env.run, "build": _build.run, "weights": _weights.run, "smoke": _smoke.run})
