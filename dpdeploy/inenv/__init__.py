@@ -1,0 +1,6 @@
+"""Modules that run inside the deployed DensePose env.
+
+Only ``predict_worker`` and ``synthetic`` import torch / detectron2 / densepose (lazily, so
+their pure parts stay testable without them); ``images`` needs only Pillow and numpy.
+Nothing outside this package imports any of them.
+"""
