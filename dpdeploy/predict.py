@@ -61,6 +61,16 @@ def parse_vis(text: str) -> list[str]:
     return names
 
 
+def parse_score(text: str) -> float:
+    try:
+        score = float(text)
+    except ValueError:
+        raise PredictError(f"--min-score {text!r}: not a number (e.g. 0.8)") from None
+    if not 0.0 <= score <= 1.0:
+        raise PredictError(f"--min-score {text}: must be between 0 and 1")
+    return score
+
+
 def resolve_weights(flag: str, model: str, home: Path) -> str:
     """--weights PATH or 'synthetic', else the verified cached file `invoke weights` wrote."""
     if flag == SYNTHETIC:
@@ -250,8 +260,6 @@ def prepare(inputs: Sequence[str], *, home: Path, prefix: str, default_device: s
 
     if model not in models:
         raise PredictError(f"--model {model}: not in env/matrix.yml; choose from {', '.join(models)}")
-    if not 0.0 <= min_score <= 1.0:
-        raise PredictError(f"--min-score {min_score}: must be between 0 and 1")
     if device not in ("", "cpu", "cuda") and not device.startswith("cuda:"):
         raise PredictError(f"--device {device}: use cpu or cuda")
     if config and not Path(config).is_file():

@@ -12,10 +12,11 @@ from .. import render
 from ..facts import Facts, FactsError
 from ..matrix import Matrix, MatrixError
 from ..plan import Plan, PlanError, resolve
+from ..predict import PredictError
 from ..probe import load_nvml, probe
 from ..settings import Settings, SettingsError, resolve as resolve_settings
 
-USER_ERRORS = (MatrixError, FactsError, SettingsError, PlanError)
+USER_ERRORS = (MatrixError, FactsError, SettingsError, PlanError, PredictError)
 
 
 def settings(c, **flags: Any) -> Settings:
