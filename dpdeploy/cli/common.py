@@ -13,10 +13,11 @@ from ..facts import Facts, FactsError
 from ..locks import LockError
 from ..matrix import Matrix, MatrixError
 from ..plan import Plan, PlanError, resolve
+from ..predict import PredictError
 from ..probe import load_nvml, probe
 from ..settings import Settings, SettingsError, resolve as resolve_settings
 
-USER_ERRORS = (MatrixError, FactsError, SettingsError, PlanError, LockError)
+USER_ERRORS = (MatrixError, FactsError, SettingsError, PlanError, LockError, PredictError)
 
 
 def settings(c, **flags: Any) -> Settings:

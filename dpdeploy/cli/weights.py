@@ -5,7 +5,7 @@ from invoke import Exit, task
 
 from .. import render
 from .. import weights as w
-from ..progress import transfer_bar
+from ..download_bar import transfer_bar
 from . import common
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from .. import matrix as matrix_mod
 from .. import weights as w
-from ..progress import transfer_bar
+from ..download_bar import transfer_bar
 from . import StepContext, StepResult
 
 UNAVAILABLE = "real weights unavailable ({reason}): smoke tests will run the pipeline check with a synthetic checkpoint"
