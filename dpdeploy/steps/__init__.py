@@ -55,9 +55,8 @@ def run_step(name: str, ctx: StepContext) -> StepResult:
     return result
 
 
-def _register() -> None:
-    from . import report
-    REGISTRY["report"] = report.run
+# Each step module imports StepContext/StepResult from here, so they register at the end.
+from . import build as _build, env as _env, report as _report, smoke as _smoke, weights as _weights  # noqa: E402
 
-
-_register()
+REGISTRY.update({"env": _env.run, "build": _build.run, "weights": _weights.run, "smoke": _smoke.run,
+                 "report": _report.run})

@@ -1,0 +1,62 @@
+"""`invoke predict`: DensePose on image files and folders."""
+from invoke import Exit, task
+
+from .. import predict as engine
+from .. import render
+from ..inputs import DEFAULT_MAX_SIZE, DEFAULT_VIS, VISUALIZERS
+from ..record import RunRecord
+from . import common
+
+
+@task(positional=["inputs"], help={
+    "inputs": "Image files and folders; several separated by commas (e.g. 'a.jpg,photos/'). Folders: "
+              "their image files (top level).",
+    "out": "Output folder (default: the run record's predict/).",
+    "vis": f"Comma-separated overlays: {','.join(VISUALIZERS)} (default {','.join(DEFAULT_VIS)}).",
+    "model": "Model from env/matrix.yml (default: the matrix's default model).",
+    "min_score": "Minimum detection score (default 0.8, as DensePose's apply_net.py).",
+    "device": "cpu or cuda (default: the plan's device).",
+    "weights": "Checkpoint file, or 'synthetic' for a pipeline check without real weights "
+               "(default: the cached file of `invoke weights`).",
+    "config": "The model's config yaml (default: projects/DensePose/configs in the kept detectron2 source).",
+    "prefix": "The DensePose env (default: the plan's prefix).",
+    "max_size": f"Longest image side fed to the model; larger images are resized (default {DEFAULT_MAX_SIZE}).",
+    "max_detections": f"Cap on persons per image (default: the config's; {engine.SYNTHETIC_MAX_DETECTIONS} with "
+                      "synthetic weights).",
+    "json": "Print the summary as JSON on stdout (progress goes to stderr).",
+})
+def predict(c, inputs: str, out: str = "", vis: str = ",".join(DEFAULT_VIS), model: str = "",
+            min_score: str = "0.8", device: str = "", weights: str = "", config: str = "", prefix: str = "",
+            max_size: int = DEFAULT_MAX_SIZE, max_detections: int = 0, json: bool = False) -> None:
+    """Run DensePose on images: overlays, side-by-side, IUV arrays and JSON per image."""
+    from ..progress import PredictView   # rich, only when predicting
+
+    with common.user_errors(json):
+        s = common.settings(c, prefix=prefix)
+        _, plan = common.plan(s)
+        matrix = common.load_matrix(s)
+        records: list[RunRecord] = []
+
+        def new_record():   # made only once every check has passed: a refusal writes nothing
+            records.append(RunRecord.create(s.home_path, "predict"))
+            return records[0].folder
+
+        req, skipped = engine.prepare(
+            [inputs], home=s.home_path, prefix=plan.prefix, default_device=plan.device,
+            models=list(matrix.models), model=model or matrix.default_model, out=out, vis=vis, weights=weights,
+            min_score=engine.parse_score(min_score), device=device, config=config, max_size=max_size, max_detections=max_detections,
+            record_folder=new_record)
+    record = records[0]
+    engine.write_command(record.folder, engine.typed_command(), req)
+    summary = engine.Summary.start(req, skipped, run=str(record.folder), command=" ".join(engine.typed_command()))
+    log = record.log_path("worker")
+    with PredictView(record.folder / "terminal.log", to_stderr=json) as view:
+        view.header(req, skipped)
+        engine.run(req, summary, log, on_event=view.event)
+        view.footer(summary, record.folder, engine.log_tail(log))
+    if req.out != str(record.folder / "predict"):
+        record.write("summary", summary)
+    if json:
+        print(render.to_json(summary))
+    if not summary.success:
+        raise Exit(code=1)

@@ -1,0 +1,7 @@
+"""Modules that run inside the deployed DensePose env.
+
+Only ``predict_worker`` and ``synthetic`` import torch / detectron2 / densepose (lazily, so
+their pure parts stay testable without them); ``images`` needs only Pillow and numpy.
+Nothing outside this package imports any of them. ``check_detectron2`` is a script the
+build step runs in the env.
+"""

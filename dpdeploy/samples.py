@@ -1,0 +1,53 @@
+"""The sample photos (env/matrix.yml `samples`): real human photos shipped inside PyPI
+packages installed in the DensePose env, found in its site-packages and checked by sha256."""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping, Any
+
+
+class SampleError(Exception):
+    """A sample photo that is missing or differs from the pinned file."""
+
+
+@dataclass(frozen=True)
+class Sample:
+    name: str
+    path: Path
+    sha256: str
+
+
+def site_packages(prefix: str | Path) -> list[Path]:
+    """The env's site-packages folders (lib/pythonX.Y/site-packages; lib64 too on some systems)."""
+    root = Path(prefix)
+    return sorted(p for p in [*root.glob("lib/python3*/site-packages"), *root.glob("lib64/python3*/site-packages")]
+                  if p.is_dir())
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def resolve(samples: Mapping[str, Mapping[str, Any]], prefix: str | Path) -> list[Sample]:
+    """Every sample photo, verified; SampleError names the one that is missing or different."""
+    dirs = site_packages(prefix)
+    found = []
+    for name, entry in samples.items():
+        module = entry.get("module", entry["package"])
+        candidates = [d / module / entry["path"] for d in dirs]
+        path = next((c for c in candidates if c.is_file()), None)
+        if path is None:
+            raise SampleError(f"sample {name}: {module}/{entry['path']} not found in {prefix} "
+                              f"(is {entry['package']} installed in the env? run invoke setup)")
+        actual = sha256_of(path)
+        if actual != entry["sha256"]:
+            raise SampleError(f"sample {name}: {path} has sha256 {actual}, the matrix pins {entry['sha256']} "
+                              f"(a different {entry['package']} release?)")
+        found.append(Sample(name, path, actual))
+    return found

@@ -1,0 +1,200 @@
+"""`invoke predict`, parent side and the worker's torch-free parts: command, weights, progress
+lines, summary, exit codes. The worker itself is replaced by a script printing canned lines."""
+import json
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from dpdeploy import predict
+from dpdeploy.inenv import predict_worker as worker
+
+from .conftest import ROOT
+
+
+def request(tmp_path, **changes):
+    base = dict(inputs=[str(tmp_path / "a.jpg"), str(tmp_path / "b c.png")], out=str(tmp_path / "out"),
+                model="densepose_rcnn_R_50_FPN_s1x", python="/env/bin/python", weights="synthetic",
+                synthetic_cache=str(tmp_path / "s.pth"), config_dirs=["/src/configs"])
+    base.update(changes)
+    return predict.Request(**base)
+
+
+def test_worker_command_synthetic_and_real(tmp_path):
+    cmd = predict.worker_command(request(tmp_path))
+    assert cmd[:3] == ["/env/bin/python", "-m", "dpdeploy.inenv.predict_worker"]
+    assert cmd[cmd.index("--max-detections") + 1] == str(predict.SYNTHETIC_MAX_DETECTIONS)
+    assert cmd[cmd.index("--synthetic-cache") + 1] == str(tmp_path / "s.pth")
+    assert cmd[cmd.index("--config-dir") + 1] == "/src/configs"
+    assert cmd[cmd.index("--") + 1:] == [str(tmp_path / "a.jpg"), str(tmp_path / "b c.png")]
+    real = predict.worker_command(request(tmp_path, weights="/w/model.pkl", vis=["dp_segm"], device="cuda"))
+    assert "--max-detections" not in real and "--synthetic-cache" not in real
+    assert real[real.index("--vis") + 1] == "dp_segm" and real[real.index("--device") + 1] == "cuda"
+    # the worker's own parser accepts what the parent builds
+    args = worker.parse_args(cmd[3:])
+    assert args.inputs == [str(tmp_path / "a.jpg"), str(tmp_path / "b c.png")] and args.max_detections == 3
+
+
+def test_worker_env_puts_the_repo_first():
+    env = predict.worker_env({"PYTHONPATH": "/x"})
+    assert env["PYTHONPATH"].split(os.pathsep) == [str(ROOT), "/x"] and env["MPLBACKEND"] == "Agg"
+
+
+def test_worker_rejects_unknown_vis_and_synthetic_without_cache(capsys):
+    with pytest.raises(SystemExit):
+        worker.parse_args(["a.jpg", "--out", "o", "--model", "m", "--weights", "w", "--vis", "dp_nope"])
+    with pytest.raises(SystemExit):
+        worker.parse_args(["a.jpg", "--out", "o", "--model", "m", "--weights", "synthetic"])
+    assert "synthetic-cache" in capsys.readouterr().err
+
+
+def test_find_config_order_and_error(tmp_path):
+    first, second = tmp_path / "first", tmp_path / "pkg" / "configs"
+    for folder in (first, second):
+        folder.mkdir(parents=True)
+        (folder / "m.yaml").write_text("x")
+    assert worker.find_config("m", "", [str(first)], str(tmp_path / "pkg" / "densepose")) == first / "m.yaml"
+    assert worker.find_config("m", "", [], str(tmp_path / "pkg" / "densepose")) == second / "m.yaml"
+    with pytest.raises(worker.WorkerError, match="no config other.yaml.*--config"):
+        worker.find_config("other", "", [str(first)], None)
+
+
+def test_tiny_charts_are_left_out_of_contours_only():
+    results = [SimpleNamespace(labels=np.zeros(shape)) for shape in [(14, 28), (1, 5), (3, 3)]]
+    boxes = np.arange(12).reshape(3, 4)
+    notes = []
+    kept, kept_boxes = worker._drop_tiny_charts((results, boxes), notes)
+    assert kept == [results[0], results[2]] and kept_boxes.tolist() == [boxes[0].tolist(), boxes[2].tolist()]
+    assert notes == ["dp_contour: skipped 1 instance(s) whose box is smaller than 2x2 px"]
+    assert worker._drop_tiny_charts((None, None), notes) == (None, None)
+
+
+def test_weights_resolution(tmp_path):
+    assert predict.resolve_weights("synthetic", "m", tmp_path) == "synthetic"
+    with pytest.raises(predict.PredictError) as err:
+        predict.resolve_weights("", "m", tmp_path)
+    assert str(err.value).startswith("no weights for m: run invoke weights, or pass --weights synthetic")
+    cached = tmp_path / "cache" / "weights" / "m.pkl"
+    cached.parent.mkdir(parents=True)
+    cached.write_bytes(b"w")
+    assert predict.resolve_weights("", "m", tmp_path) == str(cached)
+    with pytest.raises(predict.PredictError, match="no such file"):
+        predict.resolve_weights(str(tmp_path / "nope.pkl"), "m", tmp_path)
+
+
+def test_parse_event_ignores_logs():
+    assert predict.parse_event('{"event": "done", "ok": 1}') == {"event": "done", "ok": 1}
+    for line in ["WARNING something", "{not json", '{"no_event": 1}', "[1, 2]"]:
+        assert predict.parse_event(line) is None
+
+
+def canned_stream(lines, code):
+    def stream(argv, *, log_path, env, echo):
+        assert argv[1:3] == ["-m", "dpdeploy.inenv.predict_worker"]
+        with open(log_path, "a") as log:
+            for line in lines:
+                log.write(line + "\n")
+                echo(line)
+        return code
+    return stream
+
+
+def test_run_keeps_a_summary_and_marks_what_never_ran(tmp_path):
+    req = request(tmp_path, inputs=["/p/a.jpg", "/p/b.jpg", "/p/c.jpg"])
+    lines = [
+        json.dumps({"event": "ready", "load_s": 2.0, "config": "/c.yaml", "weights": "/s.pth", "notes": ["built"]}),
+        "some warning on stderr",
+        json.dumps({"event": "image", "index": 1, "input": "/p/a.jpg", "stem": "a", "status": "ok", "instances": 2,
+                    "notes": [], "timings": {"total_s": 1.5}}),
+        json.dumps({"event": "image", "index": 2, "input": "/p/b.jpg", "stem": "b", "status": "error",
+                    "error": "truncated or corrupt image: x"}),
+    ]
+    seen = []
+    summary = predict.Summary.start(req, skipped=["/p/notes.txt"])
+    predict.run(req, summary, tmp_path / "worker.log", on_event=seen.append, stream=canned_stream(lines, -9))
+    assert [e["event"] for e in seen] == ["ready", "image", "image"]
+    data = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert [i["status"] for i in data["images"]] == ["ok", "error", "error"]
+    assert data["images"][2]["error"] == "not processed: the worker exited with status -9 before this file"
+    assert data["ok"] == 1 and data["failed"] == 2 and data["success"] is False
+    assert data["weights_kind"] == "synthetic" and data["model_load_s"] == 2.0 and data["skipped"] == ["/p/notes.txt"]
+    assert predict.log_tail(tmp_path / "worker.log") == "some warning on stderr"
+
+
+def test_fatal_marks_every_file_with_the_reason(tmp_path):
+    req = request(tmp_path, inputs=["/p/a.jpg"])
+    summary = predict.Summary.start(req)
+    predict.run(req, summary, tmp_path / "w.log",
+                stream=canned_stream([json.dumps({"event": "fatal", "error": "WorkerError: weights x not found"})], 3))
+    assert summary.images[0]["error"] == "not processed: WorkerError: weights x not found" and not summary.success
+
+
+def test_all_ok_is_success(tmp_path):
+    req = request(tmp_path, inputs=["/p/a.jpg"])
+    summary = predict.Summary.start(req)
+    ok = json.dumps({"event": "image", "index": 1, "input": "/p/a.jpg", "stem": "a", "status": "ok", "instances": 0})
+    predict.run(req, summary, tmp_path / "w.log", stream=canned_stream([ok], 0))
+    assert summary.success and summary.ok == 1
+
+
+# --- the task as a user runs it, with a stand-in env whose python prints canned progress -------
+
+FAKE_PYTHON = """#!/bin/sh
+# stands in for <prefix>/bin/python: prints the worker's progress protocol for two images
+echo "loading..." >&2
+echo '{"event": "ready", "load_s": 0.5, "config": "/c.yaml", "weights": "/s.pth", "notes": []}'
+echo '{"event": "image", "index": 1, "input": "a", "stem": "a", "status": "ok", "instances": 1, "notes": ["rotated by EXIF orientation 6"], "timings": {"total_s": 1.0}}'
+echo '{"event": "image", "index": 2, "input": "b", "stem": "b", "status": "error", "error": "empty file (0 bytes)"}'
+exit 1
+"""
+
+
+def invoke(args, home, check_code):
+    env = {**os.environ, "DPDEPLOY_HOME": str(home), "NO_COLOR": "1"}
+    proc = subprocess.run([sys.executable, "-m", "invoke", "predict", *args], cwd=ROOT, capture_output=True,
+                          text=True, env=env, timeout=120)
+    assert proc.returncode == check_code, proc.stdout + proc.stderr
+    return proc
+
+
+def test_cli_refuses_without_env_or_weights_and_writes_nothing(tmp_path):
+    img = tmp_path / "a.jpg"
+    img.write_bytes(b"x")
+    proc = invoke([str(img), "--prefix", str(tmp_path / "noenv")], tmp_path / "home", 2)
+    assert "no DensePose environment at" in proc.stderr and "invoke setup" in proc.stderr
+    (tmp_path / "env" / "bin").mkdir(parents=True)
+    (tmp_path / "env" / "bin" / "python").write_text("")
+    proc = invoke([str(img), "--prefix", str(tmp_path / "env")], tmp_path / "home", 2)
+    assert "no weights for densepose_rcnn_R_50_FPN_s1x: run invoke weights" in proc.stderr
+    proc = invoke([str(img), "--prefix", str(tmp_path / "env"), "--vis", "dp_x", "--json"], tmp_path / "home", 2)
+    assert "unknown dp_x" in json.loads(proc.stdout)["error"]
+    assert not (tmp_path / "home" / "runs").exists(), "a refusal must not leave a run record"
+
+
+def test_cli_end_to_end_with_a_stand_in_worker(tmp_path):
+    python = tmp_path / "env" / "bin" / "python"
+    python.parent.mkdir(parents=True)
+    python.write_text(FAKE_PYTHON)
+    python.chmod(python.stat().st_mode | stat.S_IEXEC)
+    photos = tmp_path / "my photos"
+    photos.mkdir()
+    (photos / "a.jpg").write_bytes(b"x")
+    (photos / "b.jpg").write_bytes(b"")
+    proc = invoke([str(photos), "--prefix", str(tmp_path / "env"), "--weights", "synthetic", "--json"],
+                  tmp_path / "home", 1)
+    summary = json.loads(proc.stdout)
+    assert [i["status"] for i in summary["images"]] == ["ok", "error"] and summary["weights_kind"] == "synthetic"
+    record = Path(summary["run"])
+    assert record.name.endswith("-predict") and record.parent == tmp_path / "home" / "runs"
+    assert json.loads((record / "predict" / "summary.json").read_text())["failed"] == 1
+    command = (record / "command.txt").read_text()
+    assert "predict" in command.splitlines()[0] and "dpdeploy.inenv.predict_worker" in command
+    log = (record / "terminal.log").read_text()
+    assert "\x1b[" in log, "terminal.log keeps the ANSI colours"
+    assert "empty file (0 bytes)" in log and "1 ok, 1 failed" in log and "synthetic" in log
+    assert "loading..." in (record / "logs" / "worker.log").read_text()
