@@ -1,6 +1,7 @@
 """`invoke provision`'s pure parts: the command line, the PLAY RECAP parser, the bundle, the driver floor."""
 import importlib.util
 import json
+import os
 import subprocess
 import sys
 import tarfile
@@ -116,3 +117,13 @@ def test_pci_gpu_module_reads_sysfs(tmp_path):
     _pci(tmp_path, "0000:02:00.0", "0x10de", "0x068000", "0x22a3")    # NVSwitch: bridge class
     assert mod.nvidia_gpus(str(tmp_path)) == [{"slot": "0000:01:00.0", "device": "0x2330", "class": "0x030200"}]
     assert mod.nvidia_gpus(str(tmp_path / "missing")) == []
+
+
+def test_provision_dry_prints_the_command_and_writes_nothing(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "invoke", "provision", "--dry", "--check", "--limit", "gpu1",
+                           "--inventory", "inv.yml"], cwd=ROOT, capture_output=True, text=True,
+                          env={**os.environ, "DPDEPLOY_HOME": str(tmp_path)}, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split()[1:] == ["-i", "inv.yml", str(provision.PLAYBOOK), "--limit", "gpu1", "--check"]
+    assert proc.stdout.split()[0].endswith("ansible-playbook")
+    assert not any(tmp_path.iterdir()), "--dry must not create a run record"
