@@ -59,6 +59,7 @@ class Plan:
     torch: str
     torchvision: str
     cuda: Optional[str]
+    min_driver: Optional[str]     # NVIDIA driver the profile's CUDA needs (None for CPU profiles)
     index: str
     device: str                   # where DensePose will run: "cuda" or "cpu"
     gpus: tuple[dict, ...]
@@ -287,6 +288,7 @@ def resolve(facts: Facts, matrix: Matrix, settings: Settings) -> Plan:
         torch=chosen.torch,
         torchvision=chosen.torchvision,
         cuda=chosen.cuda,
+        min_driver=chosen.min_driver,
         index=chosen.index,
         device=device,
         gpus=tuple({"index": g.index, "name": g.name, "compute_capability": g.compute_capability}

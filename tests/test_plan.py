@@ -139,3 +139,15 @@ def test_arch_list_for():
 def test_max_jobs(matrix, cores, mem_mib, jobs):
     got, why = max_jobs_for(facts_fixture("h100", cpu_count=cores, mem_total_mib=mem_mib), matrix)
     assert got == jobs and f"MAX_JOBS={jobs}" in why
+
+
+@pytest.mark.parametrize("fixture, profile, min_driver", [
+    ("h100", "cu130", "580.65.06"),        # what Ansible's nvidia_driver role installs/verifies
+    ("driver535", "cu126", "525.60.13"),
+    ("nogpu", "cpu", None),                # CPU profiles need no driver
+])
+def test_plan_carries_the_profiles_min_driver(matrix, fixture, profile, min_driver):
+    plan = resolve(facts_fixture(fixture), matrix, settings({}, env={}))
+    assert plan.profile == profile
+    assert plan.min_driver == min_driver == matrix.profile(profile).min_driver
+    assert plan.to_dict()["min_driver"] == min_driver

@@ -1,0 +1,67 @@
+"""`invoke provision`: run ansible/site.yml against an inventory, then print a per-host summary."""
+import os
+import shutil
+import sys
+from pathlib import Path
+
+from invoke import Exit, task
+
+from .. import provision as prov
+from .. import render, runner
+from ..record import RunRecord
+from . import common
+
+
+def _ansible_playbook() -> str:
+    """ansible-playbook beside this Python (the tools venv), else on PATH; "" when missing."""
+    beside = Path(sys.executable).parent / "ansible-playbook"
+    return str(beside) if beside.is_file() else (shutil.which("ansible-playbook") or "")
+
+
+@task(help={
+    "inventory": f"Inventory file or folder (default {prov.DEFAULT_INVENTORY.relative_to(prov.ROOT)}).",
+    "limit": "Only these hosts or groups (ansible --limit pattern, e.g. 'gpu1,gpu2' or 'gpus').",
+    "check": "Ansible check mode: report what would change, change nothing on the hosts.",
+    "diff": "Show file differences (ansible --diff).",
+    "extra_vars": "Extra variables for ansible-playbook -e, e.g. 'densepose_setup_steps=[\"env\"]' or @vars.yml.",
+    "dry": "Print the ansible-playbook command and change nothing (not even on this machine).",
+    "json": "Print the per-host summary as JSON (the playbook output goes to the run log only).",
+})
+def provision(c, inventory: str = "", limit: str = "", check: bool = False, diff: bool = False,
+              extra_vars: str = "", dry: bool = False, json: bool = False) -> None:
+    """Provision hosts with Ansible (base packages, NVIDIA driver, `invoke setup`) and summarize per host."""
+    playbook = _ansible_playbook()
+    argv = prov.playbook_argv(playbook or "ansible-playbook", inventory=inventory or prov.DEFAULT_INVENTORY,
+                              limit=limit, check=check, diff=diff, extra_vars=extra_vars)
+    if dry:
+        print(" ".join(argv))
+        return
+    with common.user_errors(json):
+        home = common.settings(c).home_path
+    record = RunRecord.create(home, "provision")
+    log = str(record.log_path("provision"))
+    echo = (lambda line: None) if json else print
+    if not playbook:
+        echo(f"provision: installing the controller tools (ansible) from {prov.CONTROLLER_LOCK.name} into {sys.prefix} ...")
+        rc = runner.stream([sys.executable, "-m", "pip", "install", "--disable-pip-version-check", "--require-hashes",
+                            "--only-binary=:all:", "-r", str(prov.CONTROLLER_LOCK)], log_path=log, echo=echo)
+        playbook = _ansible_playbook()
+        if rc != 0 or not playbook:
+            print(f"error: installing ansible failed (pip exited {rc})\n  why: see {log}\n"
+                  f"  next: {sys.executable} -m pip install --require-hashes -r {prov.CONTROLLER_LOCK}", file=sys.stderr)
+            raise Exit(code=2)
+        argv[0] = playbook
+    lines: list[str] = []
+
+    def keep(line: str) -> None:
+        lines.append(line)
+        echo(line)
+
+    echo("$ " + " ".join(argv))
+    rc = runner.stream(argv, log_path=log, env=prov.playbook_env(dict(os.environ)), echo=keep)
+    recaps = prov.parse_recap(lines)
+    result = {"returncode": rc, "check": check, "log": log, "hosts": [r.to_dict() for r in recaps]}
+    record.write("provision", result)
+    print(render.to_json(result) if json else "\n" + prov.summary_text(recaps, rc))
+    if rc != 0 or not recaps:
+        raise Exit(code=1)

@@ -1,0 +1,173 @@
+"""ansible/: lint, syntax, and a real converge of site.yml into a fresh Debian 12 root filesystem.
+
+The converge goes through the community.general.chroot connection (no Docker, no SSH): a minbase
+bookworm made with debootstrap (cached as a tarball, unpacked fresh for each test session).
+"""
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from dpdeploy import provision
+
+from .conftest import ROOT
+
+BIN = Path(sys.executable).parent
+ANSIBLE_PLAYBOOK = BIN / "ansible-playbook"
+pytestmark = pytest.mark.skipif(not ANSIBLE_PLAYBOOK.is_file(),
+                                reason="ansible is not installed (pip install --require-hashes -r requirements/ansible.txt)")
+
+# Cached between runs (CI machines may be reused); each session unpacks a fresh copy.
+ROOTFS_CACHE = Path(os.environ.get("DPDEPLOY_TEST_ROOTFS_CACHE", "/var/tmp/dpdeploy-test/bookworm-minbase.tar"))
+# Steps the densepose role runs in the chroot: "plan" records facts + plan without installing.
+STEPS = [s for s in os.environ.get("DPDEPLOY_TEST_ANSIBLE_STEPS", "plan").split(",") if s]
+INJECTED_GPU = [{"slot": "0000:01:00.0", "device": "0x2330", "class": "0x030200"}]   # an H100 SXM
+
+
+def _run(argv, **kw):
+    return subprocess.run(argv, capture_output=True, text=True, **kw)
+
+
+def test_ansible_lint_production_profile_is_clean():
+    proc = _run([str(BIN / "ansible-lint"), "--profile", "production", "--offline", "--nocolor"],
+                cwd=ROOT / "ansible", env={**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}"}, timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "Profile 'production' was required, and it passed" in proc.stdout + proc.stderr
+
+
+def test_site_yml_syntax_check():
+    argv = provision.playbook_argv(str(ANSIBLE_PLAYBOOK)) + ["--syntax-check"]
+    proc = _run(argv, env=provision.playbook_env(dict(os.environ)), timeout=120)
+    assert proc.returncode == 0 and "playbook: " in proc.stdout, proc.stdout + proc.stderr
+
+
+# --- the real converge ----------------------------------------------------------------------
+
+def _cached_rootfs() -> Path:
+    if ROOTFS_CACHE.is_file():
+        return ROOTFS_CACHE
+    build = ROOTFS_CACHE.parent / "rootfs.build"
+    shutil.rmtree(build, ignore_errors=True)
+    build.mkdir(parents=True)
+    made = _run(["debootstrap", "--variant=minbase", "bookworm", str(build), "http://deb.debian.org/debian"], timeout=900)
+    assert made.returncode == 0, made.stdout[-3000:] + made.stderr[-3000:]
+    tmp = ROOTFS_CACHE.with_suffix(".tmp")
+    assert _run(["tar", "-C", str(build), "-cf", str(tmp), "."]).returncode == 0
+    os.replace(tmp, ROOTFS_CACHE)    # last: a half-made tarball is never taken for the cache
+    shutil.rmtree(build)
+    return ROOTFS_CACHE
+
+
+@pytest.fixture(scope="module")
+def chroot_host(tmp_path_factory):
+    """A fresh bookworm rootfs and an inventory that reaches it through the chroot connection."""
+    if os.geteuid() != 0 or shutil.which("debootstrap") is None:
+        pytest.skip("the chroot converge needs root and debootstrap (apt-get install debootstrap)")
+    base = tmp_path_factory.mktemp("converge")
+    rootfs = base / "rootfs"
+    rootfs.mkdir()
+    assert _run(["tar", "-C", str(rootfs), "-xf", str(_cached_rootfs())]).returncode == 0
+    # Trust what this machine trusts (e.g. a TLS-intercepting egress proxy's CA): the base role's
+    # ca-certificates picks up /usr/local/share/ca-certificates like on any Debian host.
+    local_cas = Path("/usr/local/share/ca-certificates")
+    if local_cas.is_dir():
+        shutil.copytree(local_cas, rootfs / "usr/local/share/ca-certificates", dirs_exist_ok=True)
+    inventory = base / "inventory.yml"
+    inventory.write_text(json.dumps({"all": {"hosts": {"bookworm": {
+        "ansible_connection": "community.general.chroot",
+        "ansible_host": str(rootfs),
+        "ansible_become": False,                       # already root; minbase has no sudo
+        "densepose_setup_steps": STEPS,
+        "densepose_reports_dir": str(base / "reports"),
+    }}}}))
+    return {"rootfs": rootfs, "inventory": inventory, "reports": base / "reports", "home": base / "home"}
+
+
+def _provision(host, *args):
+    """`invoke provision --json` as a user runs it; returns its summary."""
+    proc = _run([sys.executable, "-m", "invoke", "provision", "--json", "--inventory", str(host["inventory"]), *args],
+                cwd=ROOT, env={**os.environ, "DPDEPLOY_HOME": str(host["home"])}, timeout=1800)
+    summary = json.loads(proc.stdout[proc.stdout.index("{"):])
+    summary["output"] = Path(summary["log"]).read_text()
+    return proc.returncode, summary
+
+
+@pytest.fixture(scope="module")
+def converged(chroot_host):
+    first = _provision(chroot_host)
+    second = _provision(chroot_host)
+    return first, second
+
+
+@pytest.mark.slow
+def test_first_converge_installs(converged):
+    (rc, summary), _ = converged
+    assert rc == 0, summary["output"][-4000:]
+    [host] = summary["hosts"]
+    assert host["host"] == "bookworm" and host["status"] == "changed" and host["failed"] == 0
+    assert "nvidia_driver: no NVIDIA GPU on bookworm" in summary["output"]
+
+
+@pytest.mark.slow
+def test_second_converge_changes_nothing(converged):
+    _, (rc, summary) = converged
+    assert rc == 0, summary["output"][-4000:]
+    assert [(h["host"], h["changed"], h["failed"]) for h in summary["hosts"]] == [("bookworm", 0, 0)]
+
+
+@pytest.mark.slow
+def test_rootfs_has_the_packages_and_tools(converged, chroot_host, monkeypatch):
+    testinfra = pytest.importorskip("testinfra")
+    monkeypatch.setenv("PATH", f"{BIN}:{os.environ['PATH']}")      # testinfra runs `ansible` from PATH
+    host = testinfra.get_host(f"ansible://bookworm?ansible_inventory={chroot_host['inventory']}&force_ansible=true")
+    assert host.package("build-essential").is_installed
+    wanted = ["python3-venv", "python3-dev", "git", "pkg-config", "ccache", "ninja-build", "libgl1", "libglib2.0-0",
+              "ca-certificates"]
+    # One dpkg query for the rest (each testinfra check is an ansible run of its own, ~2 s).
+    status = host.run("dpkg-query -W -f='${Package} ${db:Status-Status}\\n' " + " ".join(wanted))
+    assert status.rc == 0 and sorted(status.stdout.splitlines()) == sorted(f"{p} installed" for p in wanted)
+    gcc = host.run("gcc -dumpversion")
+    assert gcc.rc == 0 and int(gcc.stdout.split(".")[0]) <= 15      # nvcc 13.0 accepts gcc <= 15
+    assert host.run("python3 -m venv /tmp/venv-check && /tmp/venv-check/bin/python -c 'import sys'").rc == 0
+    assert host.file("/opt/dpdeploy/bootstrap.py").exists
+    assert host.run("/opt/dpdeploy/.venv/bin/invoke --version").rc == 0
+    assert not host.file("/etc/apt/sources.list.d/nvidia-cuda.list").exists
+
+
+@pytest.mark.slow
+def test_densepose_role_ran_the_engine_and_fetched_its_record(converged, chroot_host):
+    if "plan" not in STEPS:
+        pytest.skip(f"DPDEPLOY_TEST_ANSIBLE_STEPS={','.join(STEPS)}: checked by the step's own outputs")
+    plan = json.loads((chroot_host["reports"] / "bookworm" / "plan.json").read_text())
+    assert plan["profile"] == "cpu" and plan["min_driver"] is None     # no GPU in the chroot
+    assert plan["home"] == "/var/lib/dpdeploy"
+    facts = json.loads((chroot_host["reports"] / "bookworm" / "facts.json").read_text())
+    assert facts["os_id"] == "debian" and facts["os_version"] == "12"
+
+
+@pytest.mark.slow
+def test_injected_gpu_check_mode_plans_the_driver_and_changes_nothing(converged, chroot_host):
+    extra = json.dumps({"nvidia_driver_detected_gpus": INJECTED_GPU, "densepose_setup_steps": []})
+    argv = provision.playbook_argv(str(ANSIBLE_PLAYBOOK), inventory=chroot_host["inventory"], check=True, extra_vars=extra)
+    env = {**provision.playbook_env(dict(os.environ)), "ANSIBLE_STDOUT_CALLBACK": "ansible.posix.json",
+           "ANSIBLE_CALLBACKS_ENABLED": "", "DPDEPLOY_HOME": str(chroot_host["home"])}
+    proc = _run(argv, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+    out = json.loads(proc.stdout)
+    # Task names as "role : name"; the last one of a name wins.
+    tasks = {t["task"]["name"].split(" : ")[-1]: t["hosts"]["bookworm"]
+             for t in out["plays"][0]["tasks"] if "bookworm" in t["hosts"]}
+    plan = tasks["Show the NVIDIA driver plan"]["nvidia_driver_plan"]
+    assert plan["profile"] == "cu130" and plan["min_driver"] == "580.65.06" and plan["branch"] == "580"
+    assert plan["action"] == "install" and plan["installed"] == ""
+    assert plan["packages"] == ["linux-headers-amd64", "dkms", "cuda-drivers-580"]
+    assert plan["repository"]["url"].endswith("/repos/debian12/x86_64/")
+    assert tasks["Report the driver packages check mode would install"]["changed"] is True
+    assert "Install the NVIDIA driver packages" not in tasks or tasks["Install the NVIDIA driver packages"].get("skipped")
+    rootfs = chroot_host["rootfs"]
+    assert not (rootfs / "etc/apt/keyrings/nvidia-cuda.asc").exists()
+    assert not list((rootfs / "etc/apt/sources.list.d").glob("nvidia*"))
