@@ -106,7 +106,7 @@ def _pci(root, slot, vendor, klass, device="0x2330"):
 
 
 def test_pci_gpu_module_reads_sysfs(tmp_path):
-    pytest.importorskip("ansible", reason="ansible is not installed (requirements/ansible.txt)")
+    pytest.importorskip("ansible.module_utils.basic", reason="ansible is not installed (requirements/ansible.txt)")
     path = ROOT / "ansible" / "roles" / "nvidia_driver" / "library" / "nvidia_pci_gpus.py"
     spec = importlib.util.spec_from_file_location("nvidia_pci_gpus", path)
     mod = importlib.util.module_from_spec(spec)
