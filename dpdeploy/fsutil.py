@@ -31,3 +31,11 @@ def atomic_write_text(path: os.PathLike | str, text: str) -> Path:
 
 def atomic_write_json(path: os.PathLike | str, obj: Any) -> Path:
     return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+
+def read_json(path: os.PathLike | str) -> Any:
+    """The JSON in ``path``, or None when it is missing or unreadable (e.g. a stamp)."""
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Optional
 
@@ -10,6 +10,8 @@ import yaml
 
 DEFAULT_PATH = Path(__file__).resolve().parent.parent / "env" / "matrix.yml"
 VERSION = re.compile(r"^\d+(\.\d+)*$")
+# An exact PyPI release as the matrix pins it: 2.2.6, 0.1.5.post20221221, 1.0rc1.
+PIN = re.compile(r"^\d+(\.\d+)*((a|b|rc)\d+)?(\.post\d+)?$")
 
 
 class MatrixError(ValueError):
@@ -90,6 +92,10 @@ class Matrix:
     default_model: str
     zoo_url: str
     samples: Mapping[str, Mapping[str, Any]]
+    runtime: Mapping[str, str] = field(default_factory=dict)          # pip name -> exact version
+    build_tools: Mapping[str, str] = field(default_factory=dict)
+    cuda_toolchain: Mapping[str, Mapping[str, str]] = field(default_factory=dict)  # CUDA -> pins
+    conda: Mapping[str, Any] = field(default_factory=dict)
 
     def model_url(self, name: str) -> str:
         entry = self.models[name]
@@ -178,6 +184,18 @@ def _profile(r: _Reader, name: str, node: Mapping[str, Any]) -> Profile:
     return profile
 
 
+def _pins(r: _Reader, node: Any, where: str) -> dict[str, str]:
+    if not isinstance(node, Mapping):
+        raise r.fail(where, "must be a mapping of package name to exact version")
+    out = {}
+    for name, version in node.items():
+        text = str(version)
+        if not PIN.match(text) or isinstance(version, float):
+            raise r.fail(f"{where}.{name}", f"{version!r} is not an exact version (quote it: \"2.2.6\")")
+        out[str(name).lower()] = text
+    return out
+
+
 def parse(data: Any, path: str = "<matrix>") -> Matrix:
     """Validate an already-loaded matrix document."""
     r = _Reader(path)
@@ -228,7 +246,16 @@ def parse(data: Any, path: str = "<matrix>") -> Matrix:
             r.get(entry, key, f"samples.{name}", str)
         if not re.fullmatch(r"[0-9a-f]{64}", r.get(entry, "sha256", f"samples.{name}", str)):
             raise r.fail(f"samples.{name}.sha256", "must be 64 hex digits")
+    toolchains = r.get(data, "cuda_toolchain", "", dict)
+    conda = r.get(data, "conda", "", dict)
+    for key, kind in (("channels", list), ("channel_url", str), ("platform", str), ("cuda_packages", list),
+                      ("compiler_package", str), ("virtual_glibc", str)):
+        r.get(conda, key, "conda", kind)
     return Matrix(
+        runtime=_pins(r, data.get("runtime"), "runtime"),
+        build_tools=_pins(r, data.get("build_tools"), "build_tools"),
+        cuda_toolchain={str(k): _pins(r, v, f"cuda_toolchain.{k}") for k, v in toolchains.items()},
+        conda=conda,
         path=path,
         models=entries,
         default_model=default_model,

@@ -27,6 +27,11 @@ DEFAULTS: dict[str, Any] = {
     "arch_list": "",     # TORCH_CUDA_ARCH_LIST override, e.g. "8.0;9.0+PTX"; "" = GPUs present
     "max_jobs": 0,       # compiler jobs; 0 = from RAM and cores
     "facts": "",         # recorded facts JSON instead of probing
+    "weights_from": "",  # weights source: "" = model zoo; a zoo mirror URL, a .pkl URL, a file or folder
+    "weights_timeout": 20,  # seconds a weights download may wait for the server per read
+    "conda": False,      # env step: install env/conda-lock-<profile>.yml with conda-lock instead of pip
+    "source": "",        # detectron2 source: URL, git repo/checkout, archive or dir; "" = the matrix's repo
+    "allow_unpinned": False,  # build a detectron2 source whose commit is not the matrix's pin (recorded)
 }
 
 

@@ -10,12 +10,13 @@ from invoke import Exit
 from .. import matrix as matrix_mod
 from .. import render
 from ..facts import Facts, FactsError
+from ..locks import LockError
 from ..matrix import Matrix, MatrixError
 from ..plan import Plan, PlanError, resolve
 from ..probe import load_nvml, probe
 from ..settings import Settings, SettingsError, resolve as resolve_settings
 
-USER_ERRORS = (MatrixError, FactsError, SettingsError, PlanError)
+USER_ERRORS = (MatrixError, FactsError, SettingsError, PlanError, LockError)
 
 
 def settings(c, **flags: Any) -> Settings:
@@ -47,7 +48,7 @@ def user_errors(as_json: bool = False) -> Iterator[None]:
         yield
     except USER_ERRORS as err:
         if as_json:
-            payload = err.to_dict() if isinstance(err, PlanError) else {"error": str(err)}
+            payload = err.to_dict() if isinstance(err, (PlanError, LockError)) else {"error": str(err)}
             print(render.to_json(payload))
         else:
             print(render.error_text(err), file=sys.stderr)

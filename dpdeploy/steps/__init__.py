@@ -55,9 +55,17 @@ def run_step(name: str, ctx: StepContext) -> StepResult:
     return result
 
 
-def _register() -> None:
-    from . import report
-    REGISTRY["report"] = report.run
+# Each step module imports StepContext/StepResult from here, so they register at the end.
+from . import env as _env  # noqa: E402
 
+REGISTRY["env"] = _env.run
+from . import smoke as _smoke, weights as _weights  # noqa: E402
 
-_register()
+REGISTRY["weights"] = _weights.run
+REGISTRY["smoke"] = _smoke.run
+from . import build as _build  # noqa: E402
+
+REGISTRY["build"] = _build.run
+from . import report as _report  # noqa: E402
+
+REGISTRY["report"] = _report.run

@@ -1,0 +1,47 @@
+"""`invoke env`: the profile's locked environment at the plan's prefix."""
+import time
+
+from invoke import Exit, task
+
+from .. import render
+from ..record import RunRecord
+from ..steps import StepContext, run_step
+from ..steps.env import quick_check
+from . import common
+
+
+@task(help={
+    "dry": "Say what would be created, change nothing.",
+    "json": "Print the step result as JSON.",
+    "profile": "Profile from env/matrix.yml (cu130, cu126, cpu, cpu-slim); default auto.",
+    "prefix": "Where the env goes (default <state root>/envs/<profile>).",
+    "python": "Interpreter for the env (default: the plan's).",
+    "facts": "Plan for a recorded facts JSON file instead of probing this host.",
+    "conda": "Install env/conda-lock-<profile>.yml with `conda-lock install` instead of the pip lock.",
+})
+def env(c, dry: bool = False, json: bool = False, profile: str = "", prefix: str = "", python: str = "",
+        facts: str = "", conda: bool = False) -> None:
+    """Create the locked DensePose environment (a no-op when it is up to date)."""
+    start = time.monotonic()
+    with common.user_errors(json):
+        s = common.settings(c, profile=profile, prefix=prefix, python=python, facts=facts, conda=conda)
+        result = None if facts else quick_check(s, s.home_path)
+        if result is None:
+            found, plan = common.plan(s)
+            record = None if dry else RunRecord.create(plan.home, "env")
+            if record:
+                record.write("facts", found)
+                record.write("plan", plan)
+            echo = (lambda line: None) if json else print
+            if not json:
+                echo(f"==> env: {plan.profile} at {plan.prefix}")
+            result = run_step("env", StepContext(plan, found, s, record, dry, echo))
+            if record:
+                record.add_step(result)
+        result.duration_s = round(time.monotonic() - start, 3)
+    if json:
+        print(render.to_json(result))
+    else:
+        print(f"env: {result.status} ({result.duration_s:.1f}s): {result.output}")
+    if not result.ok:
+        raise Exit(code=2 if result.detail.get("refused") else 1)

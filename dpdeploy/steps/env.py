@@ -1,0 +1,201 @@
+"""The `env` step: the profile's locked environment at ``plan.prefix``.
+
+A venv cannot be built elsewhere and renamed (its scripts hold absolute paths), so completion
+is marked last: the marker ``.dpdeploy-managed`` is written first (the prefix is ours), the
+stamp ``.dpdeploy-env.json`` last (the env is done). A prefix with the marker but no matching
+stamp is removed and made again; a non-empty prefix without either is never touched.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Optional
+
+from .. import condaenv, locks
+from ..fsutil import atomic_write_json
+from ..matrix import load as load_matrix, version_tuple
+from ..net import Reach, reachable
+from ..runner import stream
+from . import StepContext, StepResult
+
+STAMP = ".dpdeploy-env.json"
+MARKER = ".dpdeploy-managed"
+LOG = ".dpdeploy-env.log"   # used when there is no run record
+
+
+@dataclass(frozen=True)
+class Wanted:
+    """What a finished env must match: the lock it came from, the profile, the interpreter."""
+
+    kind: str           # "pip" or "conda"
+    lock: str           # lock path as committed
+    lock_sha256: str
+    profile: str
+    python: str         # plan.python_version
+
+    def matches(self, stamp: dict) -> bool:
+        return all(stamp.get(k) == v for k, v in
+                   (("kind", self.kind), ("lock_sha256", self.lock_sha256), ("profile", self.profile),
+                    ("python", self.python)))
+
+
+def read_stamp(prefix: Path) -> Optional[dict]:
+    try:
+        return json.loads((prefix / STAMP).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def prefix_state(prefix: Path, wanted: Wanted) -> str:
+    """"up-to-date", "absent" (missing or empty), "ours" (dpdeploy-made, to redo) or "foreign"."""
+    if not prefix.exists() or (prefix.is_dir() and not any(prefix.iterdir())):
+        return "absent"
+    stamp = read_stamp(prefix)
+    if stamp is not None and wanted.matches(stamp) and (prefix / "bin" / "python").exists():
+        return "up-to-date"
+    if prefix.is_dir() and ((prefix / MARKER).is_file() or stamp is not None):
+        return "ours"
+    return "foreign"
+
+
+def _refused(what: str, why: str, nxt: str, command: str = "") -> StepResult:
+    return StepResult("env", "failed", command, output=f"{what}\n  why: {why}\n  next: {nxt}",
+                      detail={"refused": True, "error": what, "why": [why], "next": [nxt]})
+
+
+def _from_error(err: locks.LockError, command: str = "") -> StepResult:
+    return StepResult("env", "failed", command, output=str(err), detail={"refused": True, **err.to_dict()})
+
+
+class _Progress:
+    """Turns pip's output into short progress lines: [i/N] per requirement, then the install."""
+
+    def __init__(self, total: int, echo: Callable[[str], None]):
+        self.total, self.seen, self.echo = total, 0, echo
+
+    def __call__(self, line: str) -> None:
+        if not self.total:  # conda-lock: no count to show, pass its lines through
+            self.echo("    " + line)
+        elif line.startswith("Collecting "):
+            self.seen += 1
+            self.echo(f"    [{self.seen}/{self.total}] {line.split(' (from')[0]}")
+        elif line.startswith(("Installing collected", "Successfully installed", "ERROR", "Building wheel for")):
+            self.echo("    " + (line if len(line) < 160 else line[:157] + "..."))
+
+
+def _tail(log: Path, lines: int = 25) -> str:
+    try:
+        return "\n".join(log.read_text(encoding="utf-8", errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+def _pip_commands(python: str, prefix: Path, lock_file: Path) -> list[list[str]]:
+    return [[python, "-m", "venv", str(prefix)],
+            [str(prefix / "bin" / "python"), "-m", "pip", "install", "--require-hashes", "--no-deps",
+             "--progress-bar", "off", "--disable-pip-version-check", "-r", str(lock_file)]]
+
+
+def run(ctx: StepContext, reach: Reach = reachable, which: Callable[[str], Optional[str]] = shutil.which) -> StepResult:
+    """Create (or confirm) the env; never touches a prefix dpdeploy did not make."""
+    plan = ctx.plan
+    matrix = load_matrix(ctx.settings.matrix)
+    profile = matrix.profile(plan.profile)
+    prefix = Path(plan.prefix)
+    try:
+        if ctx.settings.conda:
+            lock_file = condaenv.require_lockfile(profile.name)
+            lock_rel = str(condaenv.lockfile_path(profile.name))
+            commands = [condaenv.install_argv(profile.name, str(prefix))]
+            total = 0
+        else:
+            lock = locks.load(profile)
+            lock_file, lock_rel = locks.ROOT / lock.path, lock.path
+            py_mm = ".".join(plan.python_version.split(".")[:2])
+            if lock.python and version_tuple(lock.python) != version_tuple(py_mm):
+                raise locks.LockError(f"{lock.path} was resolved for Python {lock.python}, the plan uses {py_mm}",
+                                      [f"interpreter {plan.python} ({plan.python_version})"],
+                                      [f"pass --python with a Python {lock.python} interpreter, or run "
+                                       f"`invoke lock --profile {profile.name} --python-version {py_mm}`"])
+            commands = _pip_commands(plan.python, prefix, lock_file)
+            total = len(lock.pins)
+    except locks.LockError as err:
+        return _from_error(err)
+    command = " && ".join(" ".join(c) for c in commands)
+    wanted = Wanted("conda" if ctx.settings.conda else "pip", lock_rel,
+                    hashlib.sha256(lock_file.read_bytes()).hexdigest(), profile.name, plan.python_version)
+    state = prefix_state(prefix, wanted)
+    if state == "up-to-date":
+        return StepResult("env", "up-to-date", command, output=f"{prefix} matches {lock_rel}",
+                          detail={"prefix": str(prefix), "lock_sha256": wanted.lock_sha256})
+    if state == "foreign":
+        return _refused(f"{prefix} exists and was not made by dpdeploy",
+                        f"it is not empty and has no {MARKER} or {STAMP}; dpdeploy never deletes what it did not make",
+                        "choose another --prefix, or move that directory away yourself", command)
+    if ctx.dry:
+        what = "remove the unfinished env and " if state == "ours" else ""
+        return StepResult("env", "planned", command, output=f"would {what}create {prefix} from {lock_rel}")
+    if wanted.kind == "conda":
+        try:
+            condaenv.preflight(matrix, which, reach)
+        except locks.LockError as err:
+            return _from_error(err, command)
+    return _create(ctx, prefix, state, wanted, commands, command, total)
+
+
+def _create(ctx: StepContext, prefix: Path, state: str, wanted: Wanted, commands: list[list[str]],
+            command: str, total: int) -> StepResult:
+    if state == "ours":
+        ctx.echo(f"    removing the unfinished or outdated env at {prefix}")
+        shutil.rmtree(prefix)
+    conda = wanted.kind == "conda"
+    if not conda:  # conda-lock creates the prefix itself; it is marked right after
+        prefix.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(prefix / MARKER, {"made_by": "dpdeploy", "created": time.time()})
+    log = ctx.record.log_path("env") if ctx.record else (prefix.parent / f"{prefix.name}{LOG}" if conda else prefix / LOG)
+    log.parent.mkdir(parents=True, exist_ok=True)
+    progress = _Progress(total, ctx.echo)
+    for argv in commands:
+        ctx.echo(f"    $ {' '.join(argv)}   (log: {log})")
+        rc = stream(argv, log_path=str(log), echo=progress, env={**os.environ, "PIP_NO_INPUT": "1"})
+        if rc != 0:
+            return StepResult("env", "failed", command, output=f"`{argv[0]} {' '.join(argv[1:3])}` exited {rc}; "
+                              f"the env is left unstamped and is redone next time.\n{_tail(log)}",
+                              detail={"log": str(log), "returncode": rc})
+    if conda:
+        atomic_write_json(prefix / MARKER, {"made_by": "dpdeploy", "created": time.time()})
+    stamp = {"kind": wanted.kind, "lock": wanted.lock, "lock_sha256": wanted.lock_sha256, "profile": wanted.profile,
+             "python": wanted.python, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    atomic_write_json(prefix / STAMP, stamp)  # last: only a finished env carries it
+    return StepResult("env", "done", command, output=f"created {prefix} from {wanted.lock}",
+                      detail={"prefix": str(prefix), "log": str(log), **stamp})
+
+
+def quick_check(settings, home: Path) -> Optional[StepResult]:
+    """Up to date without probing the host? Only when the profile is chosen and the stamp matches.
+
+    Probing can take seconds (pyenv shims); a finished env needs none of it to say so.
+    """
+    if settings.profile == "auto" or settings.python:
+        return None
+    matrix = load_matrix(settings.matrix)
+    profile = matrix.profile(settings.profile)
+    prefix = Path(settings.prefix or home / "envs" / profile.name)
+    stamp = read_stamp(prefix)
+    if stamp is None:
+        return None
+    try:
+        path = condaenv.require_lockfile(profile.name) if settings.conda else locks.ROOT / locks.load(profile).path
+    except locks.LockError:
+        return None
+    wanted = Wanted("conda" if settings.conda else "pip", str(path.relative_to(locks.ROOT)),
+                    hashlib.sha256(path.read_bytes()).hexdigest(), profile.name, stamp.get("python", ""))
+    if prefix_state(prefix, wanted) != "up-to-date":
+        return None
+    return StepResult("env", "up-to-date", output=f"{prefix} matches {wanted.lock}",
+                      detail={"prefix": str(prefix), "lock_sha256": wanted.lock_sha256})

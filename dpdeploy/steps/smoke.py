@@ -1,0 +1,18 @@
+"""The `smoke` step: the smoke tests in the deployed env (see dpdeploy/smoke.py)."""
+from __future__ import annotations
+
+from .. import matrix as matrix_mod
+from ..smoke import SmokeError, command, run_smoke
+from . import StepContext, StepResult
+
+
+def run(ctx: StepContext) -> StepResult:
+    if ctx.dry:
+        return StepResult("smoke", "planned", " ".join(command(ctx.plan, "<run>/junit.xml")))
+    try:
+        result = run_smoke(ctx.plan, matrix_mod.load(ctx.settings.matrix), record=ctx.record,
+                           echo=lambda line: ctx.echo(f"    {line}"))
+    except SmokeError as err:
+        return StepResult("smoke", "failed", "invoke smoke", output=str(err))
+    return StepResult("smoke", "done" if result.ok else "failed", " ".join(result.command),
+                      output=result.summary(), detail=result.to_dict())

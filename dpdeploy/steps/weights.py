@@ -1,0 +1,36 @@
+"""The `weights` step: cached/verified weights, or a loud skip when they cannot be reached.
+
+Unreachable weights (no network to the zoo, 404, timeout) must not stop `invoke setup`: the
+smoke step then runs the pipeline check with a synthetic checkpoint. A wrong file (checksum)
+or a full disk is a failure.
+"""
+from __future__ import annotations
+
+from .. import matrix as matrix_mod
+from .. import weights as w
+from ..progress import transfer_bar
+from . import StepContext, StepResult
+
+UNAVAILABLE = "real weights unavailable ({reason}): smoke tests will run the pipeline check with a synthetic checkpoint"
+
+
+def run(ctx: StepContext) -> StepResult:
+    spec = w.ModelSpec.from_matrix(matrix_mod.load(ctx.settings.matrix))
+    source = ctx.settings.weights_from
+    command = f"invoke weights --model {spec.name}" + (f" --from {source}" if source else "")
+    if ctx.dry:
+        return StepResult("weights", "planned", command, output=f"{spec.name} from {source or spec.url}")
+    try:
+        with transfer_bar(spec.name) as progress:
+            got = w.fetch(ctx.plan.home, spec, source, ctx.settings.weights_timeout, progress)
+    except w.WeightsError as err:
+        if err.unavailable:
+            message = UNAVAILABLE.format(reason=f"{err.what}: {err.why}")
+            ctx.echo(f"    !!! {message}")
+            ctx.echo(f"    !!! for real weights: {err.next_step}")
+            return StepResult("weights", "skipped", command, output=message,
+                              detail={"model": spec.name, "weights": None, "error": err.to_dict()})
+        return StepResult("weights", "failed", command, output=str(err), detail={"error": err.to_dict()})
+    status = "up-to-date" if got.action == "cached" else "done"
+    return StepResult("weights", status, command, output=f"{got.model}: {got.action}, sha256 {got.sha256}",
+                      detail={"model": got.model, "weights": got.to_dict()})

@@ -1,0 +1,1 @@
+"""dpdeploy's test extension (see tests/ext/setup.py)."""
