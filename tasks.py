@@ -1,11 +1,12 @@
 """dpdeploy tasks: `invoke --list`. Each task lives in dpdeploy/cli/<name>.py."""
 from invoke import Collection
 
-from dpdeploy.cli import (build, dev, docs, doctor, env, facts, lock, plan, predict, provision, report, setup, smoke,
-                          verify, weights)
+from dpdeploy.cli import (build, dev, docker, docs, doctor, env, facts, lock, plan, predict, provision, report, setup,
+                          smoke, testext, verify, weights)
 from dpdeploy.settings import DEFAULTS
 
 ns = Collection(facts.facts, plan.plan, setup.setup, env.env, lock.lock, build.build, weights.weights,
                 predict.predict, smoke.smoke, report.report, doctor.doctor, verify.verify, provision.provision,
-                docs.docs, dev.test)
+                docs.docs, testext.testext, dev.test)
+ns.add_collection(docker.ns)
 ns.configure({"dpdeploy": dict(DEFAULTS)})

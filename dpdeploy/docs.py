@@ -30,7 +30,7 @@ def cli_reference(ns) -> str:
            "`python3 bootstrap.py <task>`). Settings resolve as flag > `DPDEPLOY_*` > `invoke.yaml` > default "
            "(see [configuration.md](configuration.md)).", ""]
     for name in sorted(ns.task_names):
-        task = ns.tasks[name]
+        task = ns[name]  # dotted names reach sub-collections (docker.build)
         out += [f"## `invoke {name}`", "", inspect.getdoc(task.body) or "", ""]
         view = copy.copy(task)
         view.help = dict(task.help)  # invoke's get_arguments() pops help entries

@@ -14,7 +14,7 @@ def test_cli_reference_covers_every_task_and_option():
     text = docs.cli_reference(ns)
     for name in ns.task_names:
         assert f"## `invoke {name}`" in text
-        for arg in ns.tasks[name].get_arguments():
+        for arg in ns[name].get_arguments():
             assert f"`--{arg.names[0].replace('_', '-')}" in text
 
 

@@ -1,0 +1,209 @@
+"""`invoke docker.*`: render the Dockerfile's build args, build the image, run predict in it."""
+from __future__ import annotations
+
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from invoke import Collection, Exit, task
+
+from .. import baseimage, buildcontext, containers, docker as dockerfile, render
+from ..containers import BuildRequest, Engine, EngineError, RunRequest
+from ..fsutil import atomic_write_text
+from ..record import RunRecord
+from ..runner import run as run_cmd, stream
+from ..source import SourceError
+from . import common
+
+ENGINE_HELP = {
+    "engine": "docker, buildah or podman (default: docker when `docker info` answers, else buildah, else podman).",
+    "storage_driver": "buildah/podman --storage-driver (default: overlay when usable as root, else vfs).",
+    "storage_root": "buildah/podman --root: where images are stored (default: their own).",
+    "isolation": "buildah/podman --isolation for RUN steps (default: chroot).",
+}
+
+
+def _engine(wanted: str, storage_driver: str, storage_root: str, isolation: str, for_run: bool = False) -> Engine:
+    try:
+        return containers.pick_engine(wanted, storage_driver=storage_driver, storage_root=storage_root,
+                                      isolation=isolation, for_run=for_run)
+    except EngineError as exc:
+        print(render.error_text(exc) + "\n  next: install one (Debian/Ubuntu: apt-get install -y buildah podman)",
+              file=sys.stderr)
+        raise Exit(code=2) from None
+
+
+def _fail(exc: Exception, code: int = 2) -> Exit:
+    print(render.error_text(exc), file=sys.stderr)
+    return Exit(code=code)
+
+
+@task(help={"check": "Only compare: exit 1 when docker/Dockerfile's build args differ from env/matrix.yml."})
+def render_args(c, check: bool = False) -> None:
+    """Render docker/Dockerfile's ARG defaults from env/matrix.yml (BASE_IMAGE, PROFILE, versions, archs)."""
+    with common.user_errors():
+        args = dockerfile.build_args(common.load_matrix(common.settings(c)))
+    text = dockerfile.DOCKERFILE.read_text(encoding="utf-8")
+    diff = dockerfile.drift(text, args)
+    if check:
+        print("\n".join(diff) if diff else "docker/Dockerfile build args match env/matrix.yml")
+        if diff:
+            raise Exit(code=1)
+        return
+    if diff:
+        atomic_write_text(dockerfile.DOCKERFILE, dockerfile.render(text, args))
+    print(f"{dockerfile.DOCKERFILE}: {'updated' if diff else 'already up to date'}")
+
+
+@task(help={
+    "profile": "Profile to build (default: docker.default_profile in env/matrix.yml).",
+    "arch_list": "TORCH_CUDA_ARCH_LIST for the build stage (default: the profile's list in the matrix).",
+    "source": "detectron2 source for an offline build: a local clone (the pinned commit is archived), "
+              "an archive, or a directory (default: cloned at the pin inside the image).",
+    "target": "Stage to build: env, build, testext or runtime.",
+    "base_image": "BASE_IMAGE override (default: the matrix's image for the profile), e.g. localhost/debian:12.",
+    "tag": "Image tag (default: localhost/dpdeploy-densepose:<profile>-<target>).",
+    "max_jobs": "MAX_JOBS for the compile inside the image.",
+    "ca": "CA bundle passed as the build secret `ca` for pip (default: the host's bundle; 'none' = none).",
+    **ENGINE_HELP,
+    "dry": "Print the engine and the command line, stage nothing, build nothing.",
+    "json": "Print the result as JSON.",
+})
+def build(c, profile: str = "", arch_list: str = "", source: str = "", target: str = "runtime", base_image: str = "",
+          tag: str = "", max_jobs: int = 2, ca: str = "", engine: str = "", storage_driver: str = "",
+          storage_root: str = "", isolation: str = "", dry: bool = False, json: bool = False) -> None:
+    """Build docker/Dockerfile with docker buildx, buildah or podman from the matrix's pins."""
+    with common.user_errors(json):
+        s = common.settings(c)
+        matrix = common.load_matrix(s)
+        args = dockerfile.build_args(matrix, profile or None)
+    if target not in ("env", "build", "testext", "runtime"):
+        raise _fail(ValueError(f"--target {target}: choose env, build, testext or runtime"))
+    args.update({k: v for k, v in (("BASE_IMAGE", base_image), ("TORCH_CUDA_ARCH_LIST", arch_list)) if v})
+    args["MAX_JOBS"] = str(max_jobs)
+    eng = _engine(engine, storage_driver, storage_root, isolation)
+    try:
+        bundle = containers.host_ca_bundle(ca)
+    except EngineError as exc:
+        raise _fail(exc) from None
+    tag = tag or f"localhost/dpdeploy-densepose:{args['PROFILE']}-{target}"
+    home = s.home_path
+    staging = Path(tempfile.mkdtemp(prefix="context-", dir=_mkdir(home / "cache" / "docker"))) if not dry else Path("<context>")
+    try:
+        if source and not dry:
+            args["D2_SOURCE"] = buildcontext.stage_source(source, matrix.d2_commit, staging)
+        elif source:
+            args["D2_SOURCE"] = "/src/<staged source>"
+        req = BuildRequest(str(staging), str(staging / "docker" / "Dockerfile"), tag, target, args,
+                           {containers.CA_SECRET_ID: bundle} if bundle else {})
+        argv = containers.build_argv(eng, req)
+        if dry:
+            _report({"engine": eng.name, "command": argv, "tag": tag, "status": "planned"}, json)
+            return
+        files = buildcontext.stage_repo(dockerfile.ROOT, staging)
+        record = RunRecord.create(home, "docker-build")
+        log = record.log_path("docker-build")
+        log.parent.mkdir(parents=True, exist_ok=True)
+        if not json:
+            print(f"==> {eng.name}: {tag} (target {target}, profile {args['PROFILE']}, base {args['BASE_IMAGE']}); "
+                  f"context: {files} files; log: {log}")
+        start = time.monotonic()
+        rc = stream(argv, log_path=str(log), echo=(lambda line: None) if json else print)
+        seconds = round(time.monotonic() - start, 1)
+    except (SourceError, OSError) as exc:
+        raise _fail(exc) from None
+    finally:
+        if not dry:
+            shutil.rmtree(staging, ignore_errors=True)
+    result = {"engine": eng.name, "command": argv, "tag": tag, "target": target, "build_args": args,
+              "seconds": seconds, "size": image_size(eng, tag) if rc == 0 else "", "log": str(log),
+              "status": "done" if rc == 0 else "failed", "returncode": rc}
+    record.write("result", result)
+    _report(result, json)
+    if rc != 0:
+        raise Exit(code=1)
+
+
+def _mkdir(path: Path) -> str:
+    path.mkdir(parents=True, exist_ok=True)
+    return str(path)
+
+
+def image_size(eng: Engine, tag: str) -> str:
+    """The image's size as the engine reports it ("" when it cannot say)."""
+    if eng.name == "buildah":
+        argv = [*eng.base(), "images", "--noheading", "--format", "{{.Size}}", tag]
+    else:
+        argv = [*eng.base(), "image", "inspect", "--format", "{{.Size}}", tag]
+    done = run_cmd(argv, timeout=120)
+    return done.stdout.strip() if done and done.ok else ""
+
+
+def _report(result: dict, json: bool) -> None:
+    if json:
+        print(render.to_json(result))
+        return
+    print(f"{result['engine']}: {result['status']}" + (f" in {result['seconds']} s" if "seconds" in result else ""))
+    print("  " + " ".join(result["command"]))
+    if result.get("size"):
+        print(f"  image {result['tag']}: {result['size']}")
+    if result.get("log"):
+        print(f"  log: {result['log']}")
+
+
+@task(help={
+    "images": "Image files or folders to run DensePose on, comma-separated (mounted read-only).",
+    "out": "Host folder for the outputs (mounted at /data/out; default ./out/docker).",
+    "tag": "Image to run (default: localhost/dpdeploy-densepose:<default profile>-runtime).",
+    "no_gpus": "Do not pass GPUs through (CPU run).",
+    **{k: v for k, v in ENGINE_HELP.items() if k != "isolation"},
+    "dry": "Print the command line, run nothing.",
+})
+def run(c, images: str, out: str = "out/docker", tag: str = "", no_gpus: bool = False, engine: str = "",
+        storage_driver: str = "", storage_root: str = "", dry: bool = False) -> None:
+    """Run `invoke predict` in the image on host images, GPUs passed through (--gpus all / CDI)."""
+    with common.user_errors():
+        args = dockerfile.build_args(common.load_matrix(common.settings(c)))
+    eng = _engine(engine, storage_driver, storage_root, "", for_run=True)
+    inputs = [Path(p).expanduser().resolve() for p in images.split(",") if p]
+    missing = [str(p) for p in inputs if not p.exists()]
+    if not inputs or missing:
+        raise _fail(FileNotFoundError(f"no such input: {', '.join(missing) or '(none given)'}"))
+    out_dir = Path(out).expanduser().resolve()
+    argv = containers.run_argv(eng, RunRequest(tag or f"localhost/dpdeploy-densepose:{args['PROFILE']}-runtime",
+                                               [str(p) for p in inputs], str(out_dir), gpus=not no_gpus))
+    print(" ".join(argv))
+    if dry:
+        return
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rc = stream(argv, log_path=str(out_dir / "docker-run.log"), echo=print)
+    if rc != 0:
+        raise Exit(code=rc)
+
+
+@task(help={"tag": "Tag for the image (default localhost/debian:12).",
+            "cache": "Folder for the cached debootstrap tarball (default /var/tmp/dpdeploy).",
+            "storage_driver": ENGINE_HELP["storage_driver"], "storage_root": ENGINE_HELP["storage_root"],
+            "dry": "Print what would be made, change nothing."})
+def base_image(c, tag: str = baseimage.TAG, cache: str = str(baseimage.CACHE), storage_driver: str = "",
+               storage_root: str = "", dry: bool = False) -> None:
+    """A local Debian 12 base image without a registry: debootstrap minbase, imported with podman."""
+    eng = _engine("podman", storage_driver, storage_root, "")
+    tarball = baseimage.tarball_path(Path(cache))
+    if dry:
+        print(" ".join(baseimage.debootstrap_argv(Path(cache) / "rootfs")) + f"  (skipped when {tarball} exists)")
+        print(" ".join(baseimage.import_argv(eng, tarball, tag)))
+        return
+    try:
+        print(baseimage.ensure(eng, tag, Path(cache), Path(cache) / "base-image.log"))
+    except EngineError as exc:
+        raise _fail(exc, 1) from None
+
+
+ns = Collection("docker")
+ns.add_task(render_args, "render")
+ns.add_task(build)
+ns.add_task(run)
+ns.add_task(base_image)

