@@ -170,7 +170,9 @@ def _create(ctx: StepContext, prefix: Path, state: str, wanted: Wanted, commands
     if conda:
         atomic_write_json(prefix / MARKER, {"made_by": "dpdeploy", "created": time.time()})
     stamp = {"kind": wanted.kind, "lock": wanted.lock, "lock_sha256": wanted.lock_sha256, "profile": wanted.profile,
-             "python": wanted.python, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+             "python": wanted.python, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+             # what the hashed lock installed (read by the report's environment table)
+             "torch": ctx.plan.torch, "torchvision": ctx.plan.torchvision, "torch_cuda": ctx.plan.cuda}
     atomic_write_json(prefix / STAMP, stamp)  # last: only a finished env carries it
     return StepResult("env", "done", command, output=f"created {prefix} from {wanted.lock}",
                       detail={"prefix": str(prefix), "log": str(log), **stamp})
