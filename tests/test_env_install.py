@@ -1,6 +1,7 @@
 """The real thing: `invoke env` installs the cu130 lock (pip --require-hashes) into a temp prefix."""
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -9,8 +10,16 @@ import pytest
 from .conftest import ROOT
 
 
+@pytest.fixture
+def scratch(tmp_path):
+    """The env is ~6 GB: remove it afterwards (pytest keeps its last tmp dirs)."""
+    yield tmp_path
+    shutil.rmtree(tmp_path, ignore_errors=True)
+
+
 @pytest.mark.slow
-def test_cu130_lock_installs_and_second_run_is_a_noop(tmp_path):
+def test_cu130_lock_installs_and_second_run_is_a_noop(scratch):
+    tmp_path = scratch
     env = {**os.environ, "NO_COLOR": "1", "DPDEPLOY_HOME": str(tmp_path / "home")}
     prefix = tmp_path / "env"
 
