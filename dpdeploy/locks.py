@@ -181,3 +181,13 @@ def lock_profile(matrix: Matrix, profile: Profile, python_version: str, *, dry: 
 def skipped(profile: Profile, why: str) -> LockResult:
     return LockResult(profile.name, "skipped", "", str(lock_path(profile.name)),
                       message=f"{why}; {_regenerate_hint(profile)}")
+
+
+def drift(matrix: Matrix, profile: Profile, lock: Lock) -> list[str]:
+    """Where the matrix's pins and a lock disagree (empty when they agree)."""
+    problems = []
+    for name, version in pins(matrix, profile).items():
+        found = lock.pins.get(normalize(name))
+        if found != version:
+            problems.append(f"{name}: matrix {version}, {lock.path} {found or 'missing'}")
+    return problems

@@ -81,7 +81,7 @@ class _Progress:
     def __call__(self, line: str) -> None:
         if not self.total:  # conda-lock: no count to show, pass its lines through
             self.echo("    " + line)
-        elif line.startswith("Collecting "):
+        elif line.startswith(("Collecting ", "Processing ")):
             self.seen += 1
             self.echo(f"    [{self.seen}/{self.total}] {line.split(' (from')[0]}")
         elif line.startswith(("Installing collected", "Successfully installed", "ERROR", "Building wheel for")):

@@ -1,0 +1,147 @@
+"""The env step's stamp logic: no-op when done, redo an unfinished env, never delete a foreign dir."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from dpdeploy import locks
+from dpdeploy.plan import resolve
+from dpdeploy.settings import resolve as settings
+from dpdeploy.steps import StepContext, env as env_step, run_step
+
+from .conftest import FIXTURES, ROOT, facts_fixture
+
+
+def context(matrix, prefix, dry=False, **flags):
+    s = settings({"profile": "cu130", "prefix": str(prefix), **flags}, env={})
+    facts = facts_fixture("nogpu")
+    lines = []
+    return StepContext(resolve(facts, matrix, s), facts, s, None, dry, lines.append), lines
+
+
+class FakeStream:
+    """Stands in for runner.stream: records argv, makes bin/python like venv would."""
+
+    def __init__(self, rc=0, fail_on="pip"):
+        self.calls, self.rc, self.fail_on = [], rc, fail_on
+
+    def __call__(self, argv, log_path, env=None, echo=print, cwd=None):
+        self.calls.append(list(argv))
+        prefix = Path(argv[-1]) if "venv" in argv else None
+        if prefix is not None:
+            assert (prefix / env_step.MARKER).is_file(), "the marker must be written before the venv"
+            (prefix / "bin").mkdir(parents=True, exist_ok=True)
+            (prefix / "bin" / "python").write_text("")
+        if self.fail_on in argv:
+            return self.rc
+        echo("Collecting numpy==2.2.6 (from -r x (line 3))")
+        return 0
+
+
+def test_fresh_env_marks_first_and_stamps_last(matrix, tmp_path, monkeypatch):
+    fake = FakeStream()
+    monkeypatch.setattr(env_step, "stream", fake)
+    prefix = tmp_path / "env"
+    ctx, lines = context(matrix, prefix)
+    result = run_step("env", ctx)
+    assert result.status == "done", result.output
+    lock = ROOT / "env/locks/cu130.txt"
+    assert fake.calls == [[ctx.plan.python, "-m", "venv", str(prefix)],
+                          [str(prefix / "bin/python"), "-m", "pip", "install", "--require-hashes", "--no-deps",
+                           "--progress-bar", "off", "--disable-pip-version-check", "-r", str(lock)]]
+    stamp = json.loads((prefix / env_step.STAMP).read_text())
+    assert stamp["lock_sha256"] == locks.load(matrix.profile("cu130")).sha256 and stamp["profile"] == "cu130"
+    assert (prefix / env_step.MARKER).is_file() and any("[1/80] Collecting numpy" in ln for ln in lines)
+    # second run: a no-op that runs nothing
+    again = run_step("env", context(matrix, prefix)[0])
+    assert again.status == "up-to-date" and len(fake.calls) == 2
+
+
+def test_failed_install_leaves_no_stamp_and_is_redone(matrix, tmp_path, monkeypatch):
+    prefix = tmp_path / "env"
+    monkeypatch.setattr(env_step, "stream", FakeStream(rc=1, fail_on="pip"))
+    failed = run_step("env", context(matrix, prefix)[0])
+    assert failed.status == "failed" and not (prefix / env_step.STAMP).exists()
+    assert "left unstamped" in failed.output
+    (prefix / "half-installed.txt").write_text("junk")
+    fake = FakeStream()
+    monkeypatch.setattr(env_step, "stream", fake)
+    planned = run_step("env", context(matrix, prefix, dry=True)[0])
+    assert planned.status == "planned" and "remove the unfinished env" in planned.output and not fake.calls
+    done = run_step("env", context(matrix, prefix)[0])
+    assert done.status == "done" and not (prefix / "half-installed.txt").exists()
+
+
+def test_changed_lock_rebuilds(matrix, tmp_path, monkeypatch):
+    prefix = tmp_path / "env"
+    monkeypatch.setattr(env_step, "stream", FakeStream())
+    run_step("env", context(matrix, prefix)[0])
+    stamp = json.loads((prefix / env_step.STAMP).read_text())
+    (prefix / env_step.STAMP).write_text(json.dumps({**stamp, "lock_sha256": "0" * 64}))
+    assert run_step("env", context(matrix, prefix, dry=True)[0]).status == "planned"
+
+
+def test_foreign_directory_is_refused_and_kept(matrix, tmp_path, monkeypatch):
+    monkeypatch.setattr(env_step, "stream", lambda *a, **k: pytest.fail("nothing may run"))
+    prefix = tmp_path / "mine"
+    prefix.mkdir()
+    (prefix / "thesis.tex").write_text("precious")
+    result = run_step("env", context(matrix, prefix)[0])
+    assert result.status == "failed" and result.detail["refused"]
+    assert "was not made by dpdeploy" in result.output and "next:" in result.output
+    assert (prefix / "thesis.tex").read_text() == "precious"
+
+
+def test_empty_directory_is_used(matrix, tmp_path):
+    prefix = tmp_path / "empty"
+    prefix.mkdir()
+    assert env_step.prefix_state(prefix, env_step.Wanted("pip", "l", "s", "cu130", "3.11.2")) == "absent"
+
+
+def test_lock_for_another_python_is_refused(matrix, tmp_path):
+    ctx, _ = context(matrix, tmp_path / "env")
+    ctx.plan = ctx.plan.__class__(**{**ctx.plan.__dict__, "python_version": "3.12.3"})
+    result = run_step("env", ctx)
+    assert result.status == "failed" and "resolved for Python 3.11, the plan uses 3.12" in result.output
+
+
+def test_conda_install_command_and_unreachable_channel(matrix, tmp_path, monkeypatch):
+    monkeypatch.setattr(env_step, "stream", lambda *a, **k: pytest.fail("conda-lock must not run"))
+    lockfile = tmp_path / "env/conda-lock-cu130.yml"
+    lockfile.parent.mkdir()
+    lockfile.write_text("version: 1\n")
+    ctx, _ = context(matrix, tmp_path / "p", conda=True)
+    monkeypatch.setattr(env_step.condaenv, "require_lockfile", lambda profile, root=tmp_path: lockfile)
+    result = env_step.run(ctx, reach=lambda url: f"{url} is unreachable (test)", which=lambda n: "/bin/conda-lock")
+    assert result.command == f"conda-lock install --prefix {tmp_path / 'p'} env/conda-lock-cu130.yml"
+    assert result.status == "failed" and "conda channel conda-forge is unreachable" in result.output
+
+
+def test_conda_without_lockfile_says_where_to_make_it(matrix, tmp_path):
+    result = run_step("env", context(matrix, tmp_path / "p", conda=True)[0])
+    assert result.status == "failed" and "invoke lock --conda --profile cu130" in result.output
+
+
+def _invoke(*args, home):
+    env = {**os.environ, "NO_COLOR": "1", "DPDEPLOY_HOME": str(home)}
+    return subprocess.run([sys.executable, "-m", "invoke", *args], cwd=ROOT, capture_output=True, text=True,
+                          env=env, timeout=120)
+
+
+def test_cli_env_for_a_pytorch_index_profile_fails_fast(tmp_path):
+    proc = _invoke("env", "--profile", "cu126", "--facts", str(FIXTURES / "facts/nogpu.json"), home=tmp_path)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "no lock for profile cu126" in proc.stdout and "download.pytorch.org" in proc.stdout
+    assert not (tmp_path / "envs").exists()
+
+
+def test_cli_env_dry_changes_nothing(tmp_path):
+    proc = _invoke("env", "--dry", "--json", "--profile", "cu130", "--facts", str(FIXTURES / "facts/nogpu.json"),
+                   home=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    assert out["status"] == "planned" and "--require-hashes" in out["command"]
+    assert not any(tmp_path.iterdir())
