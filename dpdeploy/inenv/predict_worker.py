@@ -176,7 +176,7 @@ def _drop_tiny_charts(data, notes: list[str]):
     return [results[i] for i in keep], boxes[keep]
 
 
-def process(model: Model, path: str, out: Path, args: argparse.Namespace) -> dict[str, Any]:
+def process(model: Model, path: str, stem: str, out: Path, args: argparse.Namespace) -> dict[str, Any]:
     """All outputs of one image; raises images.ImageError for unusable input."""
     import numpy as np
 
@@ -215,7 +215,7 @@ def process(model: Model, path: str, out: Path, args: argparse.Namespace) -> dic
     if not described:
         notes.append("no person found")
 
-    folder = out / args.stem
+    folder = out / stem
     atomic_write_bytes(folder / "input.png", images.png_bytes(loaded.rgb))
     for name, overlay in overlays.items():
         atomic_write_bytes(folder / f"{name}.png", images.png_bytes(overlay))
@@ -228,7 +228,7 @@ def process(model: Model, path: str, out: Path, args: argparse.Namespace) -> dic
     timings["total_s"] = time.perf_counter() - t0
     result = {
         "input": path,
-        "stem": args.stem,
+        "stem": stem,
         "format": loaded.format,
         "original_size": list(loaded.original_size),
         "size": list(loaded.size),
@@ -265,11 +265,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
           "notes": model.notes, "total": len(args.inputs)})
     failed = 0
     for index, (path, stem) in enumerate(zip(args.inputs, unique_stems(args.inputs)), 1):
-        args.stem = stem
         event: dict[str, Any] = {"event": "image", "index": index, "total": len(args.inputs), "input": path, "stem": stem}
         t0 = time.perf_counter()
         try:
-            result = process(model, path, out, args)
+            result = process(model, path, stem, out, args)
             event.update(status="ok", instances=len(result["instances"]), notes=result["notes"],
                          timings=result["timings"])
         except images.ImageError as exc:

@@ -9,7 +9,9 @@ downstream of the detector would run. This recipe keeps the random init (seeded)
 - zeroes the box head's regression deltas: detections are those proposals;
 - zeroes the class-score weights and biases the logits: every proposal is a "person" with
   score sigmoid(2 * PERSON_LOGIT) = 0.95 (above DensePose's default 0.8 display threshold).
-The DensePose head stays random: its I/U/V maps are noise of the right shapes and ranges.
+- scales the DensePose predictor's U and V layers down (UV_SCALE) around a 0.5 bias: a random
+  head regresses U/V in the thousands (measured: -3819..961), the charts are defined on 0..1.
+The rest of the DensePose head stays random: its I/U/V maps are noise of the right shapes and ranges.
 The result is a pipeline check, never a model: results and reports must say "synthetic".
 
 Runs inside the deployed env (imports torch and detectron2). Saved with detectron2's own
@@ -24,11 +26,12 @@ import shutil
 import tempfile
 from pathlib import Path
 
-RECIPE = 1              # bump when the recipe changes: cached files carry it in their name
+RECIPE = 2              # bump when the recipe changes: cached files carry it in their name
 SEED = 0
 OBJECTNESS_BIAS = 4.0   # RPN logit: every anchor a confident proposal
 PERSON_LOGIT = 1.5      # +1.5 person / -1.5 background -> softmax 0.9526
 STRETCH_W, STRETCH_H = 3.0, 6.0
+UV_SCALE = 1e-5         # random U/V outputs of |x| < 50000 stay inside 0.5 +- 0.5
 
 
 def cache_name(model: str) -> str:
@@ -59,6 +62,10 @@ def build(cfg):
         box.cls_score.weight.zero_()
         box.cls_score.bias.fill_(PERSON_LOGIT)
         box.cls_score.bias[-1] = -PERSON_LOGIT   # detectron2: the last class is background
+        charts = model.roi_heads.densepose_predictor
+        for layer in (charts.u_lowres, charts.v_lowres):
+            layer.weight.mul_(UV_SCALE)
+            layer.bias.fill_(0.5)
     return model
 
 
