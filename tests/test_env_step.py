@@ -54,7 +54,9 @@ def test_fresh_env_marks_first_and_stamps_last(matrix, tmp_path, monkeypatch):
                            "--progress-bar", "off", "--disable-pip-version-check", "-r", str(lock)]]
     stamp = json.loads((prefix / env_step.STAMP).read_text())
     assert stamp["lock_sha256"] == locks.load(matrix.profile("cu130")).sha256 and stamp["profile"] == "cu130"
-    assert (prefix / env_step.MARKER).is_file() and any("[1/80] Collecting numpy" in ln for ln in lines)
+    total = len(locks.load(matrix.profile("cu130")).pins)
+    assert (prefix / env_step.MARKER).is_file() and any(f"[1/{total}] Collecting numpy" in ln for ln in lines)
+    assert (stamp["torch"], stamp["torchvision"], stamp["torch_cuda"]) == ("2.14.1", "0.29.1", "13.0")
     # second run: a no-op that runs nothing
     again = run_step("env", context(matrix, prefix)[0])
     assert again.status == "up-to-date" and len(fake.calls) == 2
@@ -145,3 +147,12 @@ def test_cli_env_dry_changes_nothing(tmp_path):
     out = json.loads(proc.stdout)
     assert out["status"] == "planned" and "--require-hashes" in out["command"]
     assert not any(tmp_path.iterdir())
+
+def test_atomic_writes_honour_the_umask(tmp_path):
+    from dpdeploy.fsutil import atomic_write_text
+    old = os.umask(0o022)
+    try:
+        path = atomic_write_text(tmp_path / "x.txt", "hi")
+    finally:
+        os.umask(old)
+    assert path.stat().st_mode & 0o777 == 0o644
