@@ -121,3 +121,13 @@ def test_failed_photo_and_prefers_the_predict_terminal(tmp_path):
     md = (tmp_path / "out" / "report.md").read_text()
     assert result.status == "FAILED" and "predict failed on `grace_hopper`" in md.split("## 1.")[0]
     assert "invoke predict grace_hopper.jpg" in (tmp_path / "out" / "terminal.svg").read_text()
+
+
+def test_prompt_is_the_first_command_line_wrapped():
+    from dpdeploy.report.screenshot import _lines_for_drawing, screen
+    long_cmd = "invoke predict " + "a/" * 80 + "x.jpg\n# worker:\n/env/bin/python -m worker"
+    s = screen("line one\nline two\n", long_cmd, columns=60)
+    rows = ["".join(sp.text for sp in row) for row in _lines_for_drawing(s)]
+    assert rows[0].startswith("$ invoke predict") and all(len(r) <= 60 for r in rows)
+    assert not any("# worker" in r for r in rows)
+    assert rows[-2:] == ["line one", "line two"]

@@ -78,11 +78,15 @@ def _wrap(line: list[Span], width: int) -> list[list[Span]]:
 
 def screen(log_text: str, command: str, title: str = "terminal", max_lines: int = 46,
            columns: int = 100) -> Screen:
-    """Parse the capture and keep what a window of ``columns`` x ``max_lines`` shows last."""
+    """Parse the capture and keep what a window of ``columns`` x ``max_lines`` shows last.
+
+    Only the first line of ``command`` is the prompt (command.txt may add the worker's line).
+    """
+    command = (command.splitlines() or [""])[0]
     rows = [r for line in parse(log_text) for r in _wrap(line, columns)]
     while rows and not "".join(s.text for s in rows[-1]).strip():
         rows.pop()
-    keep = max_lines - 1  # the prompt line takes one
+    keep = max_lines - -(-(len(command) + 2) // columns)  # the prompt takes its wrapped rows
     omitted = max(0, len(rows) - keep)
     if omitted:
         keep -= 1  # and the "lines left out" marker another
@@ -102,7 +106,7 @@ def _colours(style: Style) -> tuple[str, Optional[str]]:
 def _lines_for_drawing(s: Screen) -> list[list[Span]]:
     prompt = [Span("$ ", Style(fg=PROMPT, bold=True)), Span(s.command, Style(bold=True))]
     marker = [[Span(f"… {s.omitted} earlier lines in terminal.log …", Style(fg=MUTED, italic=True))]] if s.omitted else []
-    return [prompt, *marker, *s.lines]
+    return [*_wrap(prompt, s.columns), *marker, *s.lines]
 
 
 # --- SVG ---------------------------------------------------------------------------------
