@@ -2,10 +2,11 @@
 packages installed in the DensePose env, found in its site-packages and checked by sha256."""
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping, Any
+
+from .fsutil import sha256_file
 
 
 class SampleError(Exception):
@@ -26,13 +27,6 @@ def site_packages(prefix: str | Path) -> list[Path]:
                   if p.is_dir())
 
 
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
 
 def resolve(samples: Mapping[str, Mapping[str, Any]], prefix: str | Path) -> list[Sample]:
     """Every sample photo, verified; SampleError names the one that is missing or different."""
@@ -45,7 +39,7 @@ def resolve(samples: Mapping[str, Mapping[str, Any]], prefix: str | Path) -> lis
         if path is None:
             raise SampleError(f"sample {name}: {module}/{entry['path']} not found in {prefix} "
                               f"(is {entry['package']} installed in the env? run invoke setup)")
-        actual = sha256_of(path)
+        actual = sha256_file(path)
         if actual != entry["sha256"]:
             raise SampleError(f"sample {name}: {path} has sha256 {actual}, the matrix pins {entry['sha256']} "
                               f"(a different {entry['package']} release?)")

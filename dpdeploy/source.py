@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Optional
 
 from . import runner as runner_mod
+from .fsutil import sha256_file
 
 COMMIT = re.compile(r"(?<![0-9a-f])[0-9a-f]{40}(?![0-9a-f])")
 MARKER = ".dpdeploy-commit"
@@ -70,20 +71,13 @@ def kind_of(spec: str) -> str:
                       "next: pass a detectron2 clone, checkout or archive")
 
 
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
 
 def tree_hash(root: Path) -> str:
     """sha256 over relative paths and contents (identity of a tree with no known commit)."""
     digest = hashlib.sha256()
     for path in sorted(p for p in root.rglob("*") if p.is_file() and ".git" not in p.relative_to(root).parts):
         digest.update(str(path.relative_to(root)).encode() + b"\0")
-        digest.update(_sha256_file(path).encode())
+        digest.update(sha256_file(path).encode())
     return digest.hexdigest()
 
 
@@ -183,7 +177,7 @@ def _unpack(archive: Path, into: Path) -> None:
 
 def from_archive(archive: Path, pin: str, cache: Path, allow_unpinned: bool) -> Source:
     """Unpack (once per archive content) into the cache; the commit as the module doc says."""
-    digest = _sha256_file(archive)
+    digest = sha256_file(archive)
     dest = cache / f"archive-{digest[:16]}"
     if not dest.exists():
         cache.mkdir(parents=True, exist_ok=True)

@@ -19,7 +19,7 @@ class ToolchainError(Exception):
 
 
 # The PyPI toolchain wheels (nvidia-cuda-nvcc, -crt, nvidia-nvvm, -cccl, -runtime ==13.0.x)
-# install under site-packages/nvidia/cu13/{bin,include,lib,nvvm} (measured, /tmp/d2x/NOTES.md).
+# install under site-packages/nvidia/cu13/{bin,include,lib,nvvm} (measured on a build host).
 CU13 = ("nvidia", "cu13")
 LINKED_DIRS = ("bin", "include", "nvvm", "lib")
 # Only lib/libcudart.so.13 ships; torch links `-lcudart` from $CUDA_HOME/lib64 when that

@@ -6,7 +6,6 @@ the weights' checksums. Every comparison is a ``Check``; any ``fail`` is drift.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 import xml.etree.ElementTree as ET
@@ -18,6 +17,7 @@ from packaging.markers import InvalidMarker, Marker
 
 from .checks import BUILD_STAMP, Check, arch_check, env_missing, env_python, read_build_stamp
 from .facts import Facts
+from .fsutil import sha256_file
 from .matrix import Matrix
 from .plan import Plan
 from .runner import Runner, run
@@ -177,13 +177,6 @@ def commit_check(stamp: Optional[dict], matrix: Matrix, prefix: str) -> Check:
                      "the env was built from another detectron2 commit than env/matrix.yml pins", "invoke build")
     return Check("detectron2-commit", "ok", f"detectron2 {commit[:12]} as pinned")
 
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def weights_check(weights_dir: Path, matrix: Matrix) -> Check:

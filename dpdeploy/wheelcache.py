@@ -14,6 +14,8 @@ import tempfile
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional
 
+from .fsutil import sha256_file
+
 MANIFEST = "manifest.json"
 # Bump when the build recipe changes in a way that changes the wheels (compile flags,
 # compatibility fixes applied to the source); part of every key.
@@ -27,13 +29,6 @@ def cache_key(fields: Mapping[str, Any]) -> str:
     return f"{ident}-{hashlib.sha256(blob).hexdigest()[:16]}"
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
 
 def lookup(root: Path, key: str) -> Optional[list[Path]]:
     """The entry's wheels if complete and intact, else None."""
@@ -44,7 +39,7 @@ def lookup(root: Path, key: str) -> Optional[list[Path]]:
     except (OSError, ValueError, KeyError, TypeError):
         return None
     paths = [entry / name for name in sorted(wheels)]
-    if not paths or any(not p.is_file() or _sha256(p) != wheels[p.name] for p in paths):
+    if not paths or any(not p.is_file() or sha256_file(p) != wheels[p.name] for p in paths):
         return None
     return paths
 
@@ -55,7 +50,7 @@ def store(root: Path, key: str, fields: Mapping[str, Any], build: Callable[[Path
     tmp = Path(tempfile.mkdtemp(prefix=f".{key}.", dir=root))
     try:
         build(tmp)
-        wheels = {p.name: _sha256(p) for p in sorted(tmp.glob("*.whl"))}
+        wheels = {p.name: sha256_file(p) for p in sorted(tmp.glob("*.whl"))}
         if not wheels:
             raise RuntimeError(f"the build produced no wheels in {tmp}")
         (tmp / MANIFEST).write_text(json.dumps({"key": dict(fields), "recipe": RECIPE, "wheels": wheels},

@@ -6,6 +6,7 @@ import types
 import pytest
 
 from dpdeploy import builder
+from dpdeploy.fsutil import sha256_file
 from dpdeploy.plan import resolve
 from dpdeploy.settings import resolve as settings
 from dpdeploy.steps import StepContext, build, run_step
@@ -80,7 +81,7 @@ def test_up_to_date_when_stamp_key_and_installed_c_match(tmp_path, matrix):
     c_so.write_bytes(b"compiled")
     ctx, _ = context(tmp_path, matrix, source=str(marked_tree(tmp_path)))
     key = cache_key(build.key_fields(PIN, build.env_info(tmp_path / "env"), ctx.plan, "x86_64"))
-    stamp = {"key": key, "c_path": str(c_so), "c_sha256": build._sha256(c_so), "archs": ["sm_90"]}
+    stamp = {"key": key, "c_path": str(c_so), "c_sha256": sha256_file(c_so), "archs": ["sm_90"]}
     (tmp_path / "env" / build.BUILD_STAMP).write_text(json.dumps(stamp))
     result = run_step("build", ctx)
     assert result.status == "up-to-date" and "sm_90" in result.output and result.detail["key"] == key

@@ -6,7 +6,6 @@ installed ``_C`` all match is "up-to-date".
 """
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 import shutil
@@ -16,7 +15,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
 from .. import builder, source as source_mod, toolchain, wheelcache
-from ..fsutil import atomic_write_json, read_json
+from ..fsutil import atomic_write_json, read_json, sha256_file
 from ..matrix import load as load_matrix
 from ..plan import Plan
 from ..verify_build import Verification, verify
@@ -75,17 +74,13 @@ def compile_wheels(plan: Plan, tree: Path, parts: Sequence[builder.Project], out
     return builder.build_wheels(tree, parts, str(Path(plan.prefix) / "bin" / "python"), env, out, log, echo)
 
 
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def up_to_date(prefix: Path, key: str) -> Optional[dict]:
     """The stamp when it names ``key`` and the installed _C / densepose are the ones it recorded."""
     stamp = read_json(prefix / BUILD_STAMP)
     if not stamp or stamp.get("key") != key:
         return None
     c_path = Path(stamp.get("c_path", ""))
-    if not c_path.is_file() or _sha256(c_path) != stamp.get("c_sha256"):
+    if not c_path.is_file() or sha256_file(c_path) != stamp.get("c_sha256"):
         return None
     if not (toolchain.site_packages(prefix) / "densepose" / "__init__.py").is_file():
         return None
@@ -182,7 +177,7 @@ def _build(ctx: StepContext, prefix: Path, python: str, command: str, log: Path)
     atomic_write_json(prefix / BUILD_STAMP, {
         "commit": src.commit, "commit_how": src.how, "unpinned": not src.pinned, "source": src.spec,
         "key": key, "key_fields": fields, "arch_list": fields["arch_list"], "archs": checked.archs,
-        "wheels": [w.name for w in wheels], "c_path": str(c_path), "c_sha256": _sha256(c_path),
+        "wheels": [w.name for w in wheels], "c_path": str(c_path), "c_sha256": sha256_file(c_path),
         "gpu_check": checked.gpu,
     })
     pin_note = "" if src.pinned else " UNPINNED"
