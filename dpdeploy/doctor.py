@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Optional, Sequence
 
-import yaml
+from .matrix import read_yaml
 
 DEFAULT_PATH = Path(__file__).resolve().parent / "data" / "signatures.yml"
 LEVELS = ("fail", "warn")
@@ -109,15 +109,7 @@ def parse_signatures(data: Any, path: str = "<signatures>") -> tuple[Signature, 
 @functools.lru_cache(maxsize=8)
 def load_signatures(path: str | Path = DEFAULT_PATH) -> tuple[Signature, ...]:
     """Read and validate the signatures file (cached per path)."""
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise SignatureError(f"signatures file not found: {path}") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise SignatureError(f"{path}: not valid YAML: {exc}") from None
-    return parse_signatures(data, str(path))
+    return parse_signatures(read_yaml(path, SignatureError, "signatures"), str(path))
 
 
 def diagnose(log_text: str, signatures: Optional[Sequence[Signature]] = None) -> list[Finding]:

@@ -276,14 +276,18 @@ def parse(data: Any, path: str = "<matrix>") -> Matrix:
     )
 
 
-def load(path: str | Path = DEFAULT_PATH) -> Matrix:
-    """Read and validate the matrix file."""
+def read_yaml(path: str | Path, error: type[Exception], what: str) -> Any:
+    """A YAML file's data; a missing or malformed file raises ``error`` naming it."""
     try:
         text = Path(path).read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise MatrixError(f"matrix file not found: {path}") from None
+        raise error(f"{what} file not found: {path}") from None
     try:
-        data = yaml.safe_load(text)
+        return yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise MatrixError(f"{path}: not valid YAML: {exc}") from None
-    return parse(data, str(path))
+        raise error(f"{path}: not valid YAML: {exc}") from None
+
+
+def load(path: str | Path = DEFAULT_PATH) -> Matrix:
+    """Read and validate the matrix file."""
+    return parse(read_yaml(path, MatrixError, "matrix"), str(path))
