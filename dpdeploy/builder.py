@@ -14,7 +14,11 @@ from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
 from . import runner
+from .fsutil import replace_tree
 
+# DensePose's model configs inside the env (its wheel does not carry them): predict and the
+# smoke tests find them there when the env travels without the source (a container image).
+ENV_CONFIGS = Path("share") / "densepose" / "configs"
 # Lines worth showing while compiling: ninja's [n/m] progress and pip's wheel milestones.
 PROGRESS = re.compile(r"^\s*(\[\d+/\d+\]|Building wheel|Created wheel|Successfully|ERROR|error:)")
 
@@ -73,6 +77,14 @@ def install_wheels(wheels: Sequence[Path], python: str, log: Path) -> None:
     code = runner.stream(argv, log_path=str(log))
     if code != 0:
         raise BuildError(f"pip install of {', '.join(w.name for w in wheels)} failed (exit {code})", log)
+
+
+def install_configs(densepose_dir: Path, prefix: Path) -> Path:
+    """Copy ``<densepose_dir>/configs`` to ``<prefix>/share/densepose/configs`` (swapped in whole)."""
+    configs = densepose_dir / "configs"
+    if not configs.is_dir():
+        raise BuildError(f"no DensePose configs at {configs}: is this a detectron2 source tree?", configs)
+    return replace_tree(configs, prefix / ENV_CONFIGS)
 
 
 def log_tail(log: Path, lines: int = 40) -> str:

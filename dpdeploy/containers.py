@@ -1,10 +1,12 @@
 """Container engines: which one to use, and the exact command lines (pure, tested).
 
 Order: ``docker buildx`` when a Docker engine answers (``docker info`` succeeds), else
-``buildah`` (builds without a daemon), else ``podman``. Running an image needs a daemon-less
-runner too: ``docker run`` with a daemon, else ``podman run`` (buildah cannot run images).
-buildah/podman take the same storage flags so that an image one of them made (e.g. the local
-base image, imported with podman) is seen by the other.
+``buildah`` (builds without a daemon), else ``podman``. Running an image: ``docker run`` with a
+daemon, else ``podman run``; ``buildah`` (asked for by name) runs it in a working container with
+chroot isolation, for hosts whose OCI runtime is denied (CI runners in containers: crun's
+``setrlimit ... Operation not permitted``), CPU only. buildah/podman take the same storage flags
+so that an image one of them made (e.g. the local base image, imported with podman) is seen by
+the other.
 """
 from __future__ import annotations
 
@@ -62,7 +64,8 @@ def build_argv(engine: Engine, req: BuildRequest) -> list[str]:
     if engine.name == "docker":
         argv = [engine.exe, "buildx", "build", "--load"]
     elif engine.name == "buildah":
-        argv = [*engine.base(), "bud", "--format", "docker"]  # docker format keeps HEALTHCHECK
+        # docker format keeps HEALTHCHECK; --layers caches each step as docker does (buildah's default is off)
+        argv = [*engine.base(), "bud", "--format", "docker", "--layers"]
     else:
         argv = [*engine.base(), "build", "--format", "docker"]
     if engine.name != "docker" and engine.isolation:
@@ -84,21 +87,51 @@ class RunRequest:
     gpus: bool = True
 
 
+def predict_args(req: RunRequest) -> tuple[list[str], list[str]]:
+    """The volume flags and the task's arguments: ``invoke predict INPUTS --out /data/out``."""
+    inside = [f"/data/in/{i}-{Path(p).name}" for i, p in enumerate(req.inputs)]
+    volumes: list[str] = []
+    for host, path in zip(req.inputs, inside):
+        volumes += ["--volume", f"{host}:{path}:ro"]
+    volumes += ["--volume", f"{req.out}:/data/out"]
+    return volumes, ["predict", ",".join(inside), "--out", "/data/out"]
+
+
 def run_argv(engine: Engine, req: RunRequest) -> list[str]:
     """``docker run`` / ``podman run`` of ``invoke predict`` on the inputs, GPUs passed through."""
     if engine.name == "buildah":
-        raise EngineError("buildah cannot run images; use podman (same storage flags) or docker")
+        raise EngineError("buildah runs an image in a working container: use buildah_run_argvs")
     argv = [*engine.base(), "run", "--rm"]
     if req.gpus:
         # docker: NVIDIA Container Toolkit's --gpus; podman: CDI device names
         # (nvidia-ctk cdi generate --output=/etc/cdi/nvidia.yaml, per NVIDIA's CDI docs).
         argv += ["--gpus", "all"] if engine.name == "docker" else ["--device", "nvidia.com/gpu=all"]
-    inside = [f"/data/in/{i}-{Path(p).name}" for i, p in enumerate(req.inputs)]
-    for host, path in zip(req.inputs, inside):
-        argv += ["--volume", f"{host}:{path}:ro"]
-    argv += ["--volume", f"{req.out}:/data/out"]
+    volumes, task = predict_args(req)
     # The image's ENTRYPOINT is invoke: this is `invoke predict INPUTS --out /data/out`.
-    return [*argv, req.image, "predict", ",".join(inside), "--out", "/data/out"]
+    return [*argv, *volumes, req.image, *task]
+
+
+def entrypoint_argv(engine: Engine, image: str) -> list[str]:
+    """Reads the image's ENTRYPOINT as JSON (buildah run does not apply it)."""
+    return [*engine.base(), "inspect", "--type", "image", "--format", "{{json .Docker.Config.Entrypoint}}", image]
+
+
+def buildah_run_argvs(engine: Engine, req: RunRequest, entrypoint: Sequence[str],
+                      container: str) -> tuple[list[str], list[str], list[str]]:
+    """``buildah from`` / ``run`` / ``rm``: predict in a working container named ``container``.
+
+    chroot isolation needs no OCI runtime; it passes no devices, hence CPU only. The image's
+    USER and WORKDIR apply; its ENTRYPOINT is given as ``entrypoint`` (see entrypoint_argv).
+    """
+    if req.gpus:
+        raise EngineError("buildah runs images with chroot isolation, without GPUs: pass --no-gpus, "
+                          "or use docker (--gpus all) or podman (CDI) for a GPU run")
+    if not entrypoint:
+        raise EngineError(f"{req.image} has no ENTRYPOINT; build it from docker/Dockerfile (invoke docker.build)")
+    volumes, task = predict_args(req)
+    create = [*engine.base(), "from", "--pull-never", "--name", container, req.image]
+    run_ = [*engine.base(), "run", "--isolation", "chroot", *volumes, container, "--", *entrypoint, *task]
+    return create, run_, [*engine.base(), "rm", container]
 
 
 def docker_answers(runner: Runner = run) -> bool:
@@ -123,7 +156,7 @@ def pick_engine(wanted: str = "", *, storage_driver: str = "", storage_root: str
 
     Defaults for buildah/podman: storage driver overlay when usable else vfs; isolation chroot
     (works inside containers and CI runners, where the OCI runtime's namespaces may be denied).
-    ``for_run`` skips buildah, which cannot run images.
+    ``for_run`` skips buildah unless asked for (see buildah_run_argvs).
     """
     order = [wanted] if wanted else [e for e in ENGINES if not (for_run and e == "buildah")]
     if wanted and wanted not in ENGINES:

@@ -1,9 +1,10 @@
-"""Atomic file writes: a reader sees the old file or the new one, never half of one."""
+"""Atomic file writes: a reader sees the old file (or tree) or the new one, never half of one."""
 from __future__ import annotations
 
 import hashlib
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -39,6 +40,25 @@ def atomic_write_text(path: os.PathLike | str, text: str) -> Path:
 
 def atomic_write_json(path: os.PathLike | str, obj: Any) -> Path:
     return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+
+def replace_tree(source: os.PathLike | str, target: os.PathLike | str) -> Path:
+    """Copy the folder ``source`` to a temp folder beside ``target``, then swap it into place."""
+    dest = Path(target)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
+    old = dest.with_name(f".{dest.name}.old")
+    try:
+        shutil.copytree(source, tmp, dirs_exist_ok=True)
+        tmp.chmod(0o777 & ~_umask())
+        shutil.rmtree(old, ignore_errors=True)
+        if dest.exists():
+            dest.rename(old)
+        tmp.rename(dest)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(old, ignore_errors=True)
+    return dest
 
 
 def read_json(path: os.PathLike | str) -> Any:

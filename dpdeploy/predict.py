@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
 from . import runner
+from .builder import ENV_CONFIGS
 from .fsutil import atomic_write_json, atomic_write_text
 from .inputs import DEFAULT_MAX_SIZE, DEFAULT_VIS, VISUALIZERS, unique_stems
 
@@ -87,9 +88,12 @@ def resolve_weights(flag: str, model: str, home: Path) -> str:
                        f"pipeline check (looked for {cached})")
 
 
-def config_dirs(home: Path) -> list[str]:
-    """DensePose config folders in the sources the build step keeps (<home>/cache/src/*)."""
-    return [str(p) for p in sorted((home / "cache" / "src").glob("*/projects/DensePose/configs")) if p.is_dir()]
+def config_dirs(home: Path, prefix: str = "") -> list[str]:
+    """DensePose config folders: the env's own copy (the build step installs it, so an env that
+    travels without its source, e.g. a container's, still has them), then the kept sources."""
+    dirs = [Path(prefix) / ENV_CONFIGS] if prefix else []
+    dirs += sorted((home / "cache" / "src").glob("*/projects/DensePose/configs"))
+    return [str(p) for p in dirs if p.is_dir()]
 
 
 def env_python(prefix: str) -> str:
@@ -278,7 +282,7 @@ def prepare(inputs: Sequence[str], *, home: Path, prefix: str, default_device: s
         out=str(Path(out).absolute()) if out else str(folder / "predict"),
         model=model, python=python, weights=resolved, vis=names, min_score=min_score,
         device=device or default_device, config=str(Path(config).absolute()) if config else "",
-        config_dirs=config_dirs(home), synthetic_cache=str(home / "cache" / "weights" / cache_name(model)),
+        config_dirs=config_dirs(home, prefix), synthetic_cache=str(home / "cache" / "weights" / cache_name(model)),
         max_size=max_size, max_detections=max_detections,
     )
     return req, found.skipped

@@ -31,7 +31,7 @@ def predicted(plan, matrix, tmp_path_factory):
     req = predict.Request(
         inputs=[str(s.path) for s in samples], out=str(out), model=model, python=sys.executable,
         weights=os.environ.get("DPDEPLOY_WEIGHTS") or predict.SYNTHETIC, vis=["dp_contour", "bbox"],
-        device=plan["device"], config_dirs=predict.config_dirs(home),
+        device=plan["device"], config_dirs=predict.config_dirs(home, sys.prefix),
         synthetic_cache=str(home / "cache" / "weights" / cache_name(model)))
     done = subprocess.run(predict.worker_command(req), env=predict.worker_env(), capture_output=True, text=True,
                           timeout=1800)

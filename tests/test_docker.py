@@ -151,7 +151,7 @@ def test_build_command_lines():
               "/ctx"]
     assert containers.build_argv(Engine("docker", "docker"), REQ) == ["docker", "buildx", "build", "--load", *common]
     assert containers.build_argv(Engine("buildah", "buildah", "vfs", "", "chroot"), REQ) == [
-        "buildah", "--storage-driver", "vfs", "bud", "--format", "docker", "--isolation", "chroot", *common]
+        "buildah", "--storage-driver", "vfs", "bud", "--format", "docker", "--layers", "--isolation", "chroot", *common]
     assert containers.build_argv(Engine("podman", "podman", "overlay", "/r", "chroot"), replace(REQ, target="", secrets={}))[:9] == [
         "podman", "--storage-driver", "overlay", "--root", "/r", "build", "--format", "docker", "--isolation"]
 
@@ -164,8 +164,25 @@ def test_run_command_lines_pass_gpus_and_mount_each_input():
     assert containers.run_argv(Engine("podman", "podman", "vfs"), req) == [
         "podman", "--storage-driver", "vfs", "run", "--rm", "--device", "nvidia.com/gpu=all", *mounts]
     assert "--gpus" not in containers.run_argv(Engine("docker", "docker"), replace(req, gpus=False))
-    with pytest.raises(EngineError, match="buildah cannot run"):
+    with pytest.raises(EngineError, match="buildah_run_argvs"):
         containers.run_argv(Engine("buildah", "buildah"), req)
+
+
+def test_buildah_runs_predict_in_a_working_container_on_the_cpu():
+    eng = Engine("buildah", "buildah", "vfs", "/r", "chroot")
+    req = RunRequest("img:cpu", ["/photos"], "/out", gpus=False)
+    entry = ["/app/.venv/bin/invoke", "--search-root", "/app"]
+    create, run_, remove = containers.buildah_run_argvs(eng, req, entry, "ctr")
+    base = ["buildah", "--storage-driver", "vfs", "--root", "/r"]
+    assert create == [*base, "from", "--pull-never", "--name", "ctr", "img:cpu"]
+    assert run_ == [*base, "run", "--isolation", "chroot", "--volume", "/photos:/data/in/0-photos:ro",
+                    "--volume", "/out:/data/out", "ctr", "--", *entry, "predict", "/data/in/0-photos", "--out", "/data/out"]
+    assert remove == [*base, "rm", "ctr"]
+    assert containers.entrypoint_argv(eng, "img:cpu")[-3:] == ["--format", "{{json .Docker.Config.Entrypoint}}", "img:cpu"]
+    with pytest.raises(EngineError, match="--no-gpus"):
+        containers.buildah_run_argvs(eng, replace(req, gpus=True), entry, "ctr")
+    with pytest.raises(EngineError, match="no ENTRYPOINT"):
+        containers.buildah_run_argvs(eng, req, [], "ctr")
 
 
 def test_ca_bundle_choice(tmp_path):

@@ -198,3 +198,13 @@ def test_cli_end_to_end_with_a_stand_in_worker(tmp_path):
     assert "\x1b[" in log, "terminal.log keeps the ANSI colours"
     assert "empty file (0 bytes)" in log and "1 ok, 1 failed" in log and "synthetic" in log
     assert "loading..." in (record / "logs" / "worker.log").read_text()
+
+
+def test_config_dirs_put_the_envs_own_copy_before_the_kept_sources(tmp_path):
+    home, prefix = tmp_path / "home", tmp_path / "env"
+    kept = home / "cache" / "src" / "detectron2-abc" / "projects" / "DensePose" / "configs"
+    kept.mkdir(parents=True)
+    assert predict.config_dirs(home, str(prefix)) == [str(kept)]   # an env built before configs were copied
+    (prefix / "share" / "densepose" / "configs").mkdir(parents=True)
+    assert predict.config_dirs(home, str(prefix)) == [str(prefix / "share" / "densepose" / "configs"), str(kept)]
+    assert predict.config_dirs(tmp_path / "nohome") == []

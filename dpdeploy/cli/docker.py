@@ -1,6 +1,8 @@
 """`invoke docker.*`: render the Dockerfile's build args, build the image, run predict in it."""
 from __future__ import annotations
 
+import json as jsonlib
+import os
 import shutil
 import sys
 import tempfile
@@ -157,8 +159,10 @@ def _report(result: dict, json: bool) -> None:
     "images": "Image files or folders to run DensePose on, comma-separated (mounted read-only).",
     "out": "Host folder for the outputs (mounted at /data/out; default ./out/docker).",
     "tag": "Image to run (default: localhost/dpdeploy-densepose:<default profile>-runtime).",
-    "no_gpus": "Do not pass GPUs through (CPU run).",
-    **{k: v for k, v in ENGINE_HELP.items() if k != "isolation"},
+    "no_gpus": "Do not pass GPUs through (CPU run; required with --engine buildah).",
+    "engine": "docker or podman (default: docker when `docker info` answers, else podman); buildah runs "
+              "the image in a working container with chroot isolation, where no OCI runtime is allowed.",
+    **{k: v for k, v in ENGINE_HELP.items() if k not in ("isolation", "engine")},
     "dry": "Print the command line, run nothing.",
 })
 def run(c, images: str, out: str = "out/docker", tag: str = "", no_gpus: bool = False, engine: str = "",
@@ -172,15 +176,44 @@ def run(c, images: str, out: str = "out/docker", tag: str = "", no_gpus: bool = 
     if not inputs or missing:
         raise _fail(FileNotFoundError(f"no such input: {', '.join(missing) or '(none given)'}"))
     out_dir = Path(out).expanduser().resolve()
-    argv = containers.run_argv(eng, RunRequest(tag or f"localhost/dpdeploy-densepose:{args['PROFILE']}-runtime",
-                                               [str(p) for p in inputs], str(out_dir), gpus=not no_gpus))
-    print(" ".join(argv))
+    req = RunRequest(tag or f"localhost/dpdeploy-densepose:{args['PROFILE']}-runtime", [str(p) for p in inputs],
+                     str(out_dir), gpus=not no_gpus)
+    try:
+        steps = _buildah_steps(eng, req) if eng.name == "buildah" else [containers.run_argv(eng, req)]
+    except EngineError as exc:
+        raise _fail(exc) from None
+    for argv in steps:
+        print(" ".join(argv))
     if dry:
         return
     out_dir.mkdir(parents=True, exist_ok=True)
-    rc = stream(argv, log_path=str(out_dir / "docker-run.log"), echo=print)
+    log = str(out_dir / "docker-run.log")
+    if eng.name != "buildah":
+        rc = stream(steps[0], log_path=log, echo=print)
+        if rc != 0 and eng.name == "podman":
+            print("docker.run: podman failed; where its OCI runtime is denied (crun: `setrlimit ... Operation not "
+                  "permitted`, e.g. inside a container) `--engine buildah --no-gpus` runs the image without one",
+                  file=sys.stderr)
+    else:
+        create, run_, remove = steps
+        if stream(create, log_path=log, echo=print) != 0:
+            raise _fail(EngineError(f"buildah from {req.image} failed; see {log}"))
+        try:
+            rc = stream(run_, log_path=log, echo=print)
+        finally:
+            run_cmd(remove, timeout=120)
     if rc != 0:
         raise Exit(code=rc)
+
+
+def _buildah_steps(eng: Engine, req: RunRequest) -> tuple[list[str], list[str], list[str]]:
+    """buildah from/run/rm for ``req``, with the ENTRYPOINT read from the image itself."""
+    done = run_cmd(containers.entrypoint_argv(eng, req.image), timeout=120)
+    if done is None or not done.ok:
+        why = done.stderr.strip().splitlines()[-1] if done and done.stderr.strip() else "no answer"
+        raise EngineError(f"cannot inspect image {req.image} ({why}); next: invoke docker.build, or --tag IMAGE")
+    entrypoint = jsonlib.loads(done.stdout or "null") or []
+    return containers.buildah_run_argvs(eng, req, entrypoint, f"dpdeploy-run-{os.getpid()}")
 
 
 @task(help={"tag": "Tag for the image (default localhost/debian:12).",

@@ -168,6 +168,7 @@ def _build(ctx: StepContext, prefix: Path, python: str, command: str, log: Path)
     else:
         echo(f"  wheel cache hit: {root / key}")
     builder.install_wheels(wheels, python, log)
+    builder.install_configs(Path(src.path) / matrix.densepose_subdir, prefix)
     checked: Verification = verify(plan, python)
     detail["verification"] = checked.to_dict()
     if not checked.ok:
