@@ -157,6 +157,10 @@ def nvcc_check(facts: Facts, plan: Plan, runner: Runner = run, env: Mapping[str,
 
 def gcc_check(facts: Facts, plan: Plan) -> Check:
     tc = plan.toolchain
+    if not tc.cc:
+        return Check("gcc", "warn", "no C/C++ compiler: this host cannot build detectron2",
+                     "a runtime image or a host that only runs an env built elsewhere",
+                     "apt install build-essential, to build here")
     if tc.max_gcc is None:
         return Check("gcc", "ok", f"gcc {tc.gcc_version} ({tc.cc}); CPU build, no nvcc limit")
     if version_tuple(tc.gcc_version)[0] > tc.max_gcc:

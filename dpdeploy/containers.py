@@ -10,6 +10,7 @@ the other.
 """
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from dataclasses import dataclass, field
@@ -111,9 +112,18 @@ def run_argv(engine: Engine, req: RunRequest) -> list[str]:
     return [*argv, *volumes, req.image, *task]
 
 
-def entrypoint_argv(engine: Engine, image: str) -> list[str]:
-    """Reads the image's ENTRYPOINT as JSON (buildah run does not apply it)."""
-    return [*engine.base(), "inspect", "--type", "image", "--format", "{{json .Docker.Config.Entrypoint}}", image]
+def inspect_argv(engine: Engine, image: str) -> list[str]:
+    """``buildah inspect`` of an image: its config as JSON (see entrypoint_of)."""
+    return [*engine.base(), "inspect", "--type", "image", image]
+
+
+def entrypoint_of(inspected: str) -> list[str]:
+    """The ENTRYPOINT in ``buildah inspect`` output (buildah run does not apply it); [] if none."""
+    try:
+        config = json.loads(inspected).get("OCIv1", {}).get("config", {})
+    except (ValueError, AttributeError):
+        return []
+    return list(config.get("Entrypoint") or [])
 
 
 def buildah_run_argvs(engine: Engine, req: RunRequest, entrypoint: Sequence[str],
@@ -121,7 +131,7 @@ def buildah_run_argvs(engine: Engine, req: RunRequest, entrypoint: Sequence[str]
     """``buildah from`` / ``run`` / ``rm``: predict in a working container named ``container``.
 
     chroot isolation needs no OCI runtime; it passes no devices, hence CPU only. The image's
-    USER and WORKDIR apply; its ENTRYPOINT is given as ``entrypoint`` (see entrypoint_argv).
+    USER and WORKDIR apply; its ENTRYPOINT is given as ``entrypoint`` (see entrypoint_of).
     """
     if req.gpus:
         raise EngineError("buildah runs images with chroot isolation, without GPUs: pass --no-gpus, "

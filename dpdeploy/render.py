@@ -69,7 +69,7 @@ def plan_text(p: Plan) -> str:
         ("TORCH_CUDA_ARCH_LIST", p.torch_cuda_arch_list or "(CPU build)"),
         ("MAX_JOBS", str(p.max_jobs)),
         ("python", f"{p.python_version} ({p.python})"),
-        ("CC / CXX", f"{tc.cc} / {tc.cxx} (gcc {tc.gcc_version})"),
+        ("CC / CXX", f"{tc.cc} / {tc.cxx} (gcc {tc.gcc_version})" if tc.cc else "none (the build refuses)"),
         ("CUDA_HOME", f"{tc.cuda_home} ({tc.cuda_source})" if tc.cuda_home else "(none)"),
         ("prefix", p.prefix),
         ("state root", p.home),

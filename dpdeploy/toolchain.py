@@ -100,6 +100,9 @@ def compile_env(plan: Plan, base: Mapping[str, str], cc: Optional[str] = None,
     PATH, here a wrapper script under /usr/local/bin) with its bin first on PATH.
     CPU profiles: no CUDA variables, and no GPU visible, so torch builds no CUDA code.
     """
+    if not (cc or plan.toolchain.cc):
+        raise ToolchainError("no C/C++ compiler found (detectron2 compiles C++ extensions); "
+                             "next: apt install build-essential (or gcc g++), then run the build again")
     env = {k: v for k, v in base.items()
            if k not in ("FORCE_CUDA", "TORCH_CUDA_ARCH_LIST", "CUDA_HOME", "CUDA_PATH", "CUDA_VISIBLE_DEVICES")}
     path = [str(Path(plan.prefix) / "bin")]

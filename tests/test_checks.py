@@ -61,6 +61,9 @@ def test_gcc_default_too_new_is_a_warning_when_the_plan_has_an_older_one(matrix,
     assert result.status == "warn" and "default gcc 16.1.1 is too new" in result.what
     assert "CC=/usr/bin/gcc-14" in result.why
     assert checks.gcc_check(facts_fixture("h100"), plan_for("h100", matrix, tmp_path)).status == "ok"
+    bare = facts_fixture("nogpu", compilers=[])
+    none = checks.gcc_check(bare, resolve(bare, matrix, settings({"home": str(tmp_path)}, env={})))
+    assert none.status == "warn" and "no C/C++ compiler" in none.what and "build-essential" in none.next
 
 
 def test_memory_check_suggests_max_jobs(matrix, tmp_path):

@@ -1,4 +1,5 @@
 """docker/: build args vs the matrix (golden), hadolint, engine choice and command lines."""
+import json
 import shutil
 import subprocess
 import sys
@@ -178,7 +179,10 @@ def test_buildah_runs_predict_in_a_working_container_on_the_cpu():
     assert run_ == [*base, "run", "--isolation", "chroot", "--volume", "/photos:/data/in/0-photos:ro",
                     "--volume", "/out:/data/out", "ctr", "--", *entry, "predict", "/data/in/0-photos", "--out", "/data/out"]
     assert remove == [*base, "rm", "ctr"]
-    assert containers.entrypoint_argv(eng, "img:cpu")[-3:] == ["--format", "{{json .Docker.Config.Entrypoint}}", "img:cpu"]
+    assert containers.inspect_argv(eng, "img:cpu") == [*base, "inspect", "--type", "image", "img:cpu"]
+    inspected = json.dumps({"OCIv1": {"config": {"Entrypoint": entry, "User": "1000:1000"}}, "Docker": {}})
+    assert containers.entrypoint_of(inspected) == entry
+    assert containers.entrypoint_of(json.dumps({"OCIv1": {"config": {}}})) == [] == containers.entrypoint_of("oops")
     with pytest.raises(EngineError, match="--no-gpus"):
         containers.buildah_run_argvs(eng, replace(req, gpus=True), entry, "ctr")
     with pytest.raises(EngineError, match="no ENTRYPOINT"):

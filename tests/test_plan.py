@@ -151,3 +151,14 @@ def test_plan_carries_the_profiles_min_driver(matrix, fixture, profile, min_driv
     assert plan.profile == profile
     assert plan.min_driver == min_driver == matrix.profile(profile).min_driver
     assert plan.to_dict()["min_driver"] == min_driver
+
+
+@pytest.mark.parametrize("profile", ["auto", "cu130"])
+def test_a_host_without_compiler_plans_but_cannot_build(matrix, profile):
+    """A runtime image: no gcc at all. predict/smoke/verify need the plan; only the build refuses."""
+    plan = resolve(facts_fixture("nogpu", compilers=[]), matrix, settings({"profile": profile}, env={}))
+    assert plan.profile == ("cpu" if profile == "auto" else "cu130")
+    assert plan.toolchain.cc == "" and plan.toolchain.cxx == ""
+    assert any("no C/C++ compiler" in w and "build-essential" in w for w in plan.warnings)
+    with_gcc = resolve(facts_fixture("nogpu"), matrix, settings({"profile": profile}, env={}))
+    assert with_gcc.toolchain.cc and not any("compiler" in w for w in with_gcc.warnings)

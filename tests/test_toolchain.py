@@ -81,3 +81,10 @@ def test_assemble_cuda_home_without_wheels(tmp_path):
         toolchain.assemble_cuda_home(tmp_path / "env", tmp_path / "env" / "cuda")
     with pytest.raises(toolchain.ToolchainError, match="no site-packages"):
         toolchain.assemble_cuda_home(tmp_path / "nothing", tmp_path / "cuda")
+
+
+def test_no_compiler_is_refused_before_anything_runs(matrix, tmp_path):
+    plan = plan_for(matrix, tmp_path)
+    plan = replace(plan, toolchain=replace(plan.toolchain, cc="", cxx=""))
+    with pytest.raises(toolchain.ToolchainError, match="no C/C\\+\\+ compiler.*build-essential"):
+        toolchain.compile_env(plan, {})

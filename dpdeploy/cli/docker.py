@@ -1,7 +1,6 @@
 """`invoke docker.*`: render the Dockerfile's build args, build the image, run predict in it."""
 from __future__ import annotations
 
-import json as jsonlib
 import os
 import shutil
 import sys
@@ -208,12 +207,11 @@ def run(c, images: str, out: str = "out/docker", tag: str = "", no_gpus: bool = 
 
 def _buildah_steps(eng: Engine, req: RunRequest) -> tuple[list[str], list[str], list[str]]:
     """buildah from/run/rm for ``req``, with the ENTRYPOINT read from the image itself."""
-    done = run_cmd(containers.entrypoint_argv(eng, req.image), timeout=120)
+    done = run_cmd(containers.inspect_argv(eng, req.image), timeout=120)
     if done is None or not done.ok:
         why = done.stderr.strip().splitlines()[-1] if done and done.stderr.strip() else "no answer"
         raise EngineError(f"cannot inspect image {req.image} ({why}); next: invoke docker.build, or --tag IMAGE")
-    entrypoint = jsonlib.loads(done.stdout or "null") or []
-    return containers.buildah_run_argvs(eng, req, entrypoint, f"dpdeploy-run-{os.getpid()}")
+    return containers.buildah_run_argvs(eng, req, containers.entrypoint_of(done.stdout), f"dpdeploy-run-{os.getpid()}")
 
 
 @task(help={"tag": "Tag for the image (default localhost/debian:12).",
