@@ -80,12 +80,22 @@ def build_argv(engine: Engine, req: BuildRequest) -> list[str]:
     return [*argv, req.context]
 
 
+# The image's state root and user: docker/Dockerfile's DPDEPLOY_HOME and USER (tests/test_docker.py
+# keeps them equal).
+IMAGE_HOME = "/opt/dpdeploy"
+IMAGE_UID = 1000
+SYNTHETIC = "synthetic"
+
+
 @dataclass(frozen=True)
 class RunRequest:
     image: str
     inputs: Sequence[str]   # host files / folders, each mounted read-only at /data/in/<i>-<name>
     out: str                # host folder, mounted at /data/out
     gpus: bool = True
+    # "synthetic"; a host checkpoint file (mounted at /data/weights/<name>); or a host
+    # `invoke weights` cache folder (mounted over the image's <home>/cache/weights); all read-only.
+    weights: str = ""
 
 
 def predict_args(req: RunRequest) -> tuple[list[str], list[str]]:
@@ -95,7 +105,16 @@ def predict_args(req: RunRequest) -> tuple[list[str], list[str]]:
     for host, path in zip(req.inputs, inside):
         volumes += ["--volume", f"{host}:{path}:ro"]
     volumes += ["--volume", f"{req.out}:/data/out"]
-    return volumes, ["predict", ",".join(inside), "--out", "/data/out"]
+    task = ["predict", ",".join(inside), "--out", "/data/out"]
+    if req.weights == SYNTHETIC:
+        task += ["--weights", SYNTHETIC]
+    elif req.weights and Path(req.weights).is_dir():
+        volumes += ["--volume", f"{req.weights}:{IMAGE_HOME}/cache/weights:ro"]
+    elif req.weights:
+        checkpoint = f"/data/weights/{Path(req.weights).name}"
+        volumes += ["--volume", f"{req.weights}:{checkpoint}:ro"]
+        task += ["--weights", checkpoint]
+    return volumes, task
 
 
 def run_argv(engine: Engine, req: RunRequest) -> list[str]:
@@ -142,6 +161,17 @@ def buildah_run_argvs(engine: Engine, req: RunRequest, entrypoint: Sequence[str]
     create = [*engine.base(), "from", "--pull-never", "--name", container, req.image]
     run_ = [*engine.base(), "run", "--isolation", "chroot", *volumes, container, "--", *entrypoint, *task]
     return create, run_, [*engine.base(), "rm", container]
+
+
+def make_writable_for_image(folder: Path, uid: int = -1) -> str:
+    """The output folder must be writable by the image's user: chown as root, else open it up."""
+    if folder.stat().st_uid == IMAGE_UID:
+        return ""
+    if (os.geteuid() if uid < 0 else uid) == 0:
+        os.chown(folder, IMAGE_UID, IMAGE_UID)
+        return f"{folder}: owner set to uid {IMAGE_UID}, the image's user"
+    folder.chmod(0o777)
+    return f"{folder}: made writable for all (the image's user is uid {IMAGE_UID})"
 
 
 def docker_answers(runner: Runner = run) -> bool:

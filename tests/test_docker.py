@@ -1,5 +1,6 @@
 """docker/: build args vs the matrix (golden), hadolint, engine choice and command lines."""
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -8,6 +9,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+import yaml
 
 from dpdeploy import baseimage, buildcontext, containers, docker, locks
 from dpdeploy.containers import BuildRequest, Engine, EngineError, RunRequest
@@ -169,6 +171,38 @@ def test_run_command_lines_pass_gpus_and_mount_each_input():
         containers.run_argv(Engine("buildah", "buildah"), req)
 
 
+def test_run_mounts_the_weights_read_only(tmp_path):
+    ckpt = tmp_path / "model_final.pkl"
+    ckpt.write_bytes(b"x")
+    req = RunRequest("img", ["/photos"], "/out")
+    volumes, task = containers.predict_args(replace(req, weights=str(ckpt)))
+    assert volumes[-2:] == ["--volume", f"{ckpt}:/data/weights/model_final.pkl:ro"]
+    assert task[-2:] == ["--weights", "/data/weights/model_final.pkl"]
+    volumes, task = containers.predict_args(replace(req, weights=str(tmp_path)))
+    assert volumes[-2:] == ["--volume", f"{tmp_path}:/opt/dpdeploy/cache/weights:ro"] and "--weights" not in task
+    volumes, task = containers.predict_args(replace(req, weights="synthetic"))
+    assert len(volumes) == 4 and task[-2:] == ["--weights", "synthetic"]
+
+
+def test_the_images_state_root_and_user_are_the_dockerfiles():
+    text = docker.DOCKERFILE.read_text()
+    assert f"DPDEPLOY_HOME={containers.IMAGE_HOME} " in text and f"DPDEPLOY_PREFIX={containers.IMAGE_HOME}/env " in text
+    uid = containers.IMAGE_UID
+    assert f"--uid {uid} " in text and f"\nUSER {uid}:{uid}\n" in text
+
+
+def test_the_output_folder_is_made_writable_for_the_images_user(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir(mode=0o755)
+    if os.geteuid() == 0:
+        assert "owner set to uid 1000" in containers.make_writable_for_image(out)
+        assert out.stat().st_uid == 1000
+        assert containers.make_writable_for_image(out) == ""
+    if tmp_path.stat().st_uid != 1000:
+        assert "writable for all" in containers.make_writable_for_image(tmp_path, uid=1234)
+        assert tmp_path.stat().st_mode & 0o777 == 0o777
+
+
 def test_buildah_runs_predict_in_a_working_container_on_the_cpu():
     eng = Engine("buildah", "buildah", "vfs", "/r", "chroot")
     req = RunRequest("img:cpu", ["/photos"], "/out", gpus=False)
@@ -247,3 +281,11 @@ def test_staged_context_has_the_repo_and_the_pinned_source_archive(tmp_path):
         assert tar.extractfile("detectron2/setup.py").read() == b"# pinned\n", "the commit, not the work tree"
     with pytest.raises(SourceError, match="does not contain the pinned commit"):
         buildcontext.stage_source(str(src), "0" * 40, dest)
+
+
+def test_compose_serves_the_default_runtime_image_with_the_hosts_weights(matrix):
+    service = yaml.safe_load((docker.ROOT / "docker" / "compose.yml").read_text())["services"]["densepose"]
+    assert service["image"] == f"localhost/dpdeploy-densepose:{docker.build_args(matrix)['PROFILE']}-runtime"
+    assert service["command"][0] == "predict"
+    targets = [v.rsplit(":", 2)[1] if v.endswith(":ro") else v.rsplit(":", 1)[1] for v in service["volumes"]]
+    assert targets == ["/data/in", "/data/out", f"{containers.IMAGE_HOME}/cache/weights"]

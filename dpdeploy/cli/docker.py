@@ -16,6 +16,7 @@ from ..fsutil import atomic_write_text
 from ..record import RunRecord
 from ..runner import run as run_cmd, stream
 from ..source import SourceError
+from ..weights import cache_dir
 from . import common
 
 ENGINE_HELP = {
@@ -159,24 +160,36 @@ def _report(result: dict, json: bool) -> None:
     "out": "Host folder for the outputs (mounted at /data/out; default ./out/docker).",
     "tag": "Image to run (default: localhost/dpdeploy-densepose:<default profile>-runtime).",
     "no_gpus": "Do not pass GPUs through (CPU run; required with --engine buildah).",
+    "weights": "Checkpoint file, or 'synthetic' for a pipeline check (default: the `invoke weights` cache "
+               "of this host, mounted read-only).",
     "engine": "docker or podman (default: docker when `docker info` answers, else podman); buildah runs "
               "the image in a working container with chroot isolation, where no OCI runtime is allowed.",
     **{k: v for k, v in ENGINE_HELP.items() if k not in ("isolation", "engine")},
     "dry": "Print the command line, run nothing.",
 })
-def run(c, images: str, out: str = "out/docker", tag: str = "", no_gpus: bool = False, engine: str = "",
-        storage_driver: str = "", storage_root: str = "", dry: bool = False) -> None:
+def run(c, images: str, out: str = "out/docker", tag: str = "", no_gpus: bool = False, weights: str = "",
+        engine: str = "", storage_driver: str = "", storage_root: str = "", dry: bool = False) -> None:
     """Run `invoke predict` in the image on host images, GPUs passed through (--gpus all / CDI)."""
     with common.user_errors():
-        args = dockerfile.build_args(common.load_matrix(common.settings(c)))
+        s = common.settings(c)
+        args = dockerfile.build_args(common.load_matrix(s))
     eng = _engine(engine, storage_driver, storage_root, "", for_run=True)
     inputs = [Path(p).expanduser().resolve() for p in images.split(",") if p]
     missing = [str(p) for p in inputs if not p.exists()]
     if not inputs or missing:
         raise _fail(FileNotFoundError(f"no such input: {', '.join(missing) or '(none given)'}"))
+    if weights and weights != containers.SYNTHETIC:
+        if not Path(weights).expanduser().is_file():
+            raise _fail(FileNotFoundError(f"--weights {weights}: no such file (or pass 'synthetic')"))
+        weights = str(Path(weights).expanduser().resolve())
+    elif not weights:
+        weights = str(cache_dir(s.home_path))
+        if not Path(weights).is_dir():
+            raise _fail(FileNotFoundError(f"no weights cache at {weights}: run `invoke weights` first, or pass "
+                                          "--weights FILE, or --weights synthetic for a pipeline check"))
     out_dir = Path(out).expanduser().resolve()
     req = RunRequest(tag or f"localhost/dpdeploy-densepose:{args['PROFILE']}-runtime", [str(p) for p in inputs],
-                     str(out_dir), gpus=not no_gpus)
+                     str(out_dir), gpus=not no_gpus, weights=weights)
     try:
         steps = _buildah_steps(eng, req) if eng.name == "buildah" else [containers.run_argv(eng, req)]
     except EngineError as exc:
@@ -186,6 +199,9 @@ def run(c, images: str, out: str = "out/docker", tag: str = "", no_gpus: bool = 
     if dry:
         return
     out_dir.mkdir(parents=True, exist_ok=True)
+    note = containers.make_writable_for_image(out_dir)
+    if note:
+        print(note)
     log = str(out_dir / "docker-run.log")
     if eng.name != "buildah":
         rc = stream(steps[0], log_path=log, echo=print)
