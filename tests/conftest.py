@@ -29,7 +29,7 @@ TORCH_ENV_PINS = ["ninja", "setuptools", "wheel", "nvidia-cuda-nvcc==13.0.88", "
 
 @pytest.fixture(scope="session")
 def torch_env(tmp_path_factory, matrix):
-    """A venv with torch and the CUDA toolchain wheels, made once per session (minutes).
+    """A venv with torch, torchvision and the CUDA toolchain wheels, made once per session (minutes).
 
     DPDEPLOY_TEST_TORCH_ENV=<prefix> reuses an existing one instead.
     """
@@ -42,7 +42,8 @@ def torch_env(tmp_path_factory, matrix):
         return Path(given)
     prefix = tmp_path_factory.mktemp("torch-env") / "env"
     subprocess.run([sys.executable, "-m", "venv", str(prefix)], check=True)
-    torch = f"torch=={matrix.profile('cu130').torch}"
+    cu130 = matrix.profile("cu130")
+    # torchvision too: detectron2.layers imports torchvision.ops, and the build's verification imports it
     subprocess.run([str(prefix / "bin" / "python"), "-m", "pip", "install", "-q", "--disable-pip-version-check",
-                    torch, *TORCH_ENV_PINS], check=True)
+                    f"torch=={cu130.torch}", f"torchvision=={cu130.torchvision}", *TORCH_ENV_PINS], check=True)
     return prefix

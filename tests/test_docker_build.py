@@ -9,8 +9,10 @@ their own, removed at the end.
 import json
 import os
 import shutil
+import struct
 import subprocess
 import sys
+import zlib
 from pathlib import Path
 
 import pytest
@@ -93,3 +95,26 @@ def test_runtime_image_with_detectron2_passes_its_smoke_on_cpu(tmp_path, storage
     assert "g++" not in in_image(storage, result["tag"], "ls", "/usr/bin")
     smoke = in_image(storage, result["tag"], "/app/.venv/bin/invoke", "--search-root", "/app", "smoke", user="1000:1000")
     assert "smoke: passed" in smoke
+    # `invoke docker.run`, as a user serves a folder: buildah runs the image (no OCI runtime here)
+    photos, out = tmp_path / "photos", tmp_path / "out"
+    photos.mkdir()
+    write_png(photos / "grey.png", 96, 128)
+    done = subprocess.run([INVOKE, "docker.run", str(photos), "--out", str(out), "--tag", result["tag"], "--engine",
+                           "buildah", "--no-gpus", "--weights", "synthetic", "--storage-root", str(STORAGE),
+                           "--storage-driver", storage.storage_driver], cwd=ROOT, capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["failed"] == 0 and [(i["stem"], i["status"]) for i in summary["images"]] == [("grey", "ok")]
+    assert (out / "grey" / "dp_contour.png").stat().st_size > 0 and (out / "grey" / "result.json").is_file()
+
+
+def write_png(path, height, width):
+    """A mid-grey RGB PNG from the standard library alone (the tools venv has no imaging package)."""
+    rows = b"".join(b"\0" + b"\x80" * (3 * width) for _ in range(height))
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows))
+                     + chunk(b"IEND", b""))
