@@ -9,13 +9,12 @@ their own, removed at the end.
 import json
 import os
 import shutil
-import struct
 import subprocess
 import sys
-import zlib
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from dpdeploy import baseimage, containers
 
@@ -98,7 +97,7 @@ def test_runtime_image_with_detectron2_passes_its_smoke_on_cpu(tmp_path, storage
     # `invoke docker.run`, as a user serves a folder: buildah runs the image (no OCI runtime here)
     photos, out = tmp_path / "photos", tmp_path / "out"
     photos.mkdir()
-    write_png(photos / "grey.png", 96, 128)
+    Image.new("RGB", (128, 96), (128, 128, 128)).save(photos / "grey.png")
     done = subprocess.run([INVOKE, "docker.run", str(photos), "--out", str(out), "--tag", result["tag"], "--engine",
                            "buildah", "--no-gpus", "--weights", "synthetic", "--storage-root", str(STORAGE),
                            "--storage-driver", storage.storage_driver], cwd=ROOT, capture_output=True, text=True)
@@ -106,15 +105,3 @@ def test_runtime_image_with_detectron2_passes_its_smoke_on_cpu(tmp_path, storage
     summary = json.loads((out / "summary.json").read_text())
     assert summary["failed"] == 0 and [(i["stem"], i["status"]) for i in summary["images"]] == [("grey", "ok")]
     assert (out / "grey" / "dp_contour.png").stat().st_size > 0 and (out / "grey" / "result.json").is_file()
-
-
-def write_png(path, height, width):
-    """A mid-grey RGB PNG from the standard library alone (the tools venv has no imaging package)."""
-    rows = b"".join(b"\0" + b"\x80" * (3 * width) for _ in range(height))
-
-    def chunk(kind, data):
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows))
-                     + chunk(b"IEND", b""))
