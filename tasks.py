@@ -1,9 +1,9 @@
 """dpdeploy tasks: `invoke --list`. Each task lives in dpdeploy/cli/<name>.py."""
 from invoke import Collection
 
-from dpdeploy.cli import (build, dev, docker, docs, doctor, env, facts, lock, plan, predict, provision, report, setup,
-                          smoke, testext, verify, weights)
-from dpdeploy.settings import DEFAULTS
+from dpdeploy.cli import (build, dev, docker, docs, doctor, env, facts, lock, plan, predict, provision, report,
+    setup, smoke, testext, verify, weights)
+from dpdeploy.plan.settings import DEFAULTS
 
 ns = Collection(facts.facts, plan.plan, setup.setup, env.env, lock.lock, build.build, weights.weights,
                 predict.predict, smoke.smoke, report.report, doctor.doctor, verify.verify, provision.provision,

@@ -4,7 +4,7 @@
         [--source <detectron2 clone or archive>] [--targeted 9.0]
 
 All three measurements run side by side in one run, with a fresh cache; the ratios are printed.
-Without --source it builds dpdeploy's own small extension (tests/ext) instead of detectron2.
+Without --source it builds dpdeploy's own small extension (dpdeploy/build/testext_src) instead of detectron2.
 """
 from __future__ import annotations
 
@@ -18,10 +18,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from dpdeploy import builder, matrix as matrix_mod, probe, wheelcache  # noqa: E402
-from dpdeploy.plan import resolve  # noqa: E402
-from dpdeploy.settings import resolve as resolve_settings  # noqa: E402
-from dpdeploy.source import acquire  # noqa: E402
+from dpdeploy.build import wheels as builder, cache as wheelcache
+from dpdeploy.plan import matrix as matrix_mod
+from dpdeploy.host import probe  # noqa: E402
+from dpdeploy.plan.resolve import resolve  # noqa: E402
+from dpdeploy.plan.settings import resolve as resolve_settings  # noqa: E402
+from dpdeploy.build.source import acquire  # noqa: E402
 from dpdeploy.steps import build  # noqa: E402
 
 
@@ -34,7 +36,7 @@ def timed(fn):
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--env", required=True, help="env prefix with torch and the CUDA toolchain wheels")
-    ap.add_argument("--source", default="", help="detectron2 source (default: tests/ext)")
+    ap.add_argument("--source", default="", help="detectron2 source (default: dpdeploy/build/testext_src)")
     ap.add_argument("--targeted", default="9.0", help="the targeted TORCH_CUDA_ARCH_LIST")
     args = ap.parse_args()
 

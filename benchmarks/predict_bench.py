@@ -25,8 +25,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from dpdeploy import matrix as matrix_mod  # noqa: E402
-from dpdeploy import predict, runner, samples  # noqa: E402
+from dpdeploy.plan import matrix as matrix_mod  # noqa: E402
+from dpdeploy.inference import predict, samples
+from dpdeploy import runner  # noqa: E402
 from dpdeploy.inenv.synthetic import cache_name  # noqa: E402
 
 MODEL = "densepose_rcnn_R_50_FPN_s1x"
@@ -89,7 +90,7 @@ def main() -> None:
         print(f"{label:18s} folder of {count}: {folder_s:7.1f} s ({count / folder_s:.3f} images/s); "
               f"one image per process: {sum(singles) / len(singles):6.1f} s", flush=True)
     (_, our_folder, our_rate, our_single), (_, their_folder, their_rate, their_single) = rows
-    print(f"\nratios (apply_net / invoke predict, > 1 means predict is faster):")
+    print("\nratios (apply_net / invoke predict, > 1 means predict is faster):")
     print(f"  folder throughput: {our_rate / their_rate:.2f}x   per-image latency: {their_single / our_single:.2f}x")
     print(f"device {args.device}, {count} images ({', '.join(p.name for p in photos)}), weights "
           f"{'synthetic' if not args.weights else args.weights}, cap {CAP} detections, vis {VIS}; work dir {work}")

@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 
 from conftest import CHECKS
-from dpdeploy import predict
+from dpdeploy.inference import predict
 from dpdeploy.inenv.synthetic import cache_name
-from dpdeploy.samples import resolve as resolve_samples
+from dpdeploy.inference.samples import resolve as resolve_samples
 
 MIN_SCORE_REAL = 0.8
 

@@ -17,12 +17,12 @@ def test_torch_sees_the_planned_gpus(plan):
 
 
 def test_c_archs_cover_the_visible_gpus(plan):
-    """The archs in the imported _C's fatbinary (dpdeploy.fatbin, the reader `invoke build`
+    """The archs in the imported _C's fatbinary (dpdeploy.build.fatbin, the reader `invoke build`
     uses) cover the plan's arch list and every visible GPU."""
     import detectron2._C as c_ext
     import torch
 
-    from dpdeploy.fatbin import compiled_archs, coverage_gaps
+    from dpdeploy.build.fatbin import compiled_archs, coverage_gaps
 
     archs = compiled_archs(c_ext.__file__)
     ccs = [".".join(map(str, torch.cuda.get_device_capability(i))) for i in range(torch.cuda.device_count())]

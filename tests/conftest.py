@@ -3,8 +3,8 @@ from pathlib import Path
 
 import pytest
 
-from dpdeploy import matrix as matrix_mod
-from dpdeploy.facts import Facts
+from dpdeploy.plan import matrix as matrix_mod
+from dpdeploy.host.facts import Facts
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = Path(__file__).resolve().parent / "fixtures"

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from dpdeploy import provision
+from dpdeploy.fleet import ansible as provision
 
 from .conftest import ROOT
 

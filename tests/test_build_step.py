@@ -3,14 +3,13 @@ import json
 import sys
 import types
 
-import pytest
 
-from dpdeploy import builder
+from dpdeploy.build import wheels as builder
 from dpdeploy.fsutil import sha256_file
-from dpdeploy.plan import resolve
-from dpdeploy.settings import resolve as settings
+from dpdeploy.plan.resolve import resolve
+from dpdeploy.plan.settings import resolve as settings
 from dpdeploy.steps import StepContext, build, run_step
-from dpdeploy.wheelcache import cache_key
+from dpdeploy.build.cache import cache_key
 
 from .conftest import facts_fixture
 
@@ -113,10 +112,10 @@ def test_build_failure_shows_log_tail_and_diagnosis(tmp_path, matrix, monkeypatc
 def test_diagnose_adapter(monkeypatch):
     import dpdeploy
     monkeypatch.delattr(dpdeploy, "doctor", raising=False)
-    monkeypatch.setitem(sys.modules, "dpdeploy.doctor", None)  # makes the import fail
+    monkeypatch.setitem(sys.modules, "dpdeploy.diagnose.signatures", None)  # makes the import fail
     assert build.diagnose("anything") == ""
-    doctor = types.ModuleType("dpdeploy.doctor")
+    doctor = types.ModuleType("dpdeploy.diagnose.signatures")
     doctor.diagnose = lambda text: ["cause: " + text, None]
-    monkeypatch.setitem(sys.modules, "dpdeploy.doctor", doctor)
+    monkeypatch.setitem(sys.modules, "dpdeploy.diagnose.signatures", doctor)
     monkeypatch.setattr(dpdeploy, "doctor", doctor, raising=False)
     assert build.diagnose("x") == "cause: x"

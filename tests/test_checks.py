@@ -3,12 +3,12 @@ import json
 
 import pytest
 
-from dpdeploy import checks
-from dpdeploy.checks import arch_check, parse_archs, run_checks, runs_on
-from dpdeploy.facts import Gpu
-from dpdeploy.plan import resolve
+from dpdeploy.diagnose import checks
+from dpdeploy.diagnose.checks import arch_check, parse_archs, run_checks, runs_on
+from dpdeploy.host.facts import Gpu
+from dpdeploy.plan.resolve import resolve
 from dpdeploy.runner import Completed
-from dpdeploy.settings import resolve as settings
+from dpdeploy.plan.settings import resolve as settings
 
 from .conftest import facts_fixture
 

@@ -11,11 +11,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from dpdeploy import baseimage, buildcontext, containers, docker, locks
-from dpdeploy.containers import BuildRequest, Engine, EngineError, RunRequest
-from dpdeploy.matrix import MatrixError
+from dpdeploy.container import baseimage, context as buildcontext, engines as containers, dockerfile as docker
+from dpdeploy.envs import lockfile as locks
+from dpdeploy.container.engines import BuildRequest, Engine, EngineError, RunRequest
+from dpdeploy.plan.matrix import MatrixError
 from dpdeploy.runner import Completed
-from dpdeploy.source import SourceError
+from dpdeploy.build.source import SourceError
 
 ROOT = Path(__file__).resolve().parent.parent
 HADOLINT = Path(sys.executable).with_name("hadolint")

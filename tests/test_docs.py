@@ -1,5 +1,5 @@
 """Generated docs match the code (run `invoke docs` after changing a task or a setting)."""
-from dpdeploy import docs
+from dpdeploy.cli import docgen as docs
 
 from .conftest import ROOT
 
@@ -19,7 +19,7 @@ def test_cli_reference_covers_every_task_and_option():
 
 
 def test_configuration_lists_every_default():
-    from dpdeploy.settings import DEFAULTS
-    text = docs.configuration((ROOT / "dpdeploy" / "settings.py").read_text())
+    from dpdeploy.plan.settings import DEFAULTS
+    text = docs.configuration((ROOT / "dpdeploy" / "plan" / "settings.py").read_text())
     for name in DEFAULTS:
         assert f"| `{name}` | `DPDEPLOY_{name.upper()}`" in text

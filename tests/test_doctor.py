@@ -1,12 +1,10 @@
 """The knowledge base: each signature against its own log, the clean log and the others' logs."""
 import re
-from pathlib import Path
 
 import pytest
 import yaml
 
-from dpdeploy import doctor
-from dpdeploy.doctor import SignatureError, diagnose, load_signatures, parse_signatures, render_markdown
+from dpdeploy.diagnose.signatures import SignatureError, diagnose, load_signatures, parse_signatures, render_markdown
 
 from .conftest import FIXTURES, ROOT
 
@@ -108,7 +106,7 @@ def test_troubleshooting_doc_is_generated_and_current():
     doc = ROOT / "docs" / "troubleshooting.md"
     assert doc.read_text() == render_markdown(), (
         "docs/troubleshooting.md is stale: regenerate it with "
-        "python -c 'from dpdeploy.doctor import render_markdown; print(render_markdown(), end=\"\")' > docs/troubleshooting.md")
+        "python -c 'from dpdeploy.diagnose.signatures import render_markdown; print(render_markdown(), end=\"\")' > docs/troubleshooting.md")
     for sid in IDS:
         assert f"## {sid}" in doc.read_text()
 

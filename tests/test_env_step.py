@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from dpdeploy import locks
-from dpdeploy.plan import resolve
-from dpdeploy.settings import resolve as settings
+from dpdeploy.envs import lockfile as locks
+from dpdeploy.plan.resolve import resolve
+from dpdeploy.plan.settings import resolve as settings
 from dpdeploy.steps import StepContext, env as env_step, run_step
 
 from .conftest import FIXTURES, ROOT, facts_fixture

@@ -6,7 +6,7 @@ import struct
 
 import pytest
 
-from dpdeploy.fatbin import Arch, FatbinError, compiled_archs, coverage_gaps, parse_fatbin
+from dpdeploy.build.fatbin import Arch, FatbinError, compiled_archs, coverage_gaps, parse_fatbin
 
 
 def fatbin(entries):

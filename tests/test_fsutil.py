@@ -3,7 +3,7 @@ import os
 
 import pytest
 
-from dpdeploy import builder
+from dpdeploy.build import wheels as builder
 from dpdeploy.fsutil import replace_tree
 
 

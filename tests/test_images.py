@@ -5,7 +5,7 @@ import pytest
 from PIL import Image
 
 from dpdeploy.inenv import images
-from dpdeploy.inputs import collect, split_specs, unique_stems
+from dpdeploy.inference.inputs import collect, split_specs, unique_stems
 
 from . import bad_inputs
 

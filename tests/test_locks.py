@@ -4,9 +4,9 @@ import copy
 import pytest
 import yaml
 
-from dpdeploy import condaenv, lockall, locks
-from dpdeploy import matrix as matrix_mod
-from dpdeploy.net import reachable
+from dpdeploy.envs import conda as condaenv, locking as lockall, lockfile as locks
+from dpdeploy.plan import matrix as matrix_mod
+from dpdeploy.host.network import reachable
 from dpdeploy.runner import Completed
 
 from .conftest import ROOT

@@ -4,10 +4,10 @@ import copy
 import pytest
 import yaml
 
-from dpdeploy import matrix as matrix_mod
-from dpdeploy.facts import Facts, FactsError
-from dpdeploy.matrix import MatrixError
-from dpdeploy.settings import SettingsError, resolve
+from dpdeploy.plan import matrix as matrix_mod
+from dpdeploy.host.facts import Facts, FactsError
+from dpdeploy.plan.matrix import MatrixError
+from dpdeploy.plan.settings import SettingsError, resolve
 
 
 def test_real_matrix_loads(matrix):

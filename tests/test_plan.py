@@ -1,8 +1,8 @@
 """The plan, table-driven over recorded facts."""
 import pytest
 
-from dpdeploy.plan import PlanError, arch_list_for, max_jobs_for, resolve
-from dpdeploy.settings import resolve as settings
+from dpdeploy.plan.resolve import PlanError, arch_list_for, max_jobs_for, resolve
+from dpdeploy.plan.settings import resolve as settings
 
 from .conftest import facts_fixture
 

@@ -11,7 +11,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from dpdeploy import predict
+from dpdeploy.inference import predict
 from dpdeploy.inenv import predict_worker as worker
 
 from .conftest import ROOT

@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dpdeploy import matrix as matrix_mod
-from dpdeploy import predict, samples
-from dpdeploy.inputs import collect
+from dpdeploy.plan import matrix as matrix_mod
+from dpdeploy.inference import predict, samples
+from dpdeploy.inference.inputs import collect
 
 from . import bad_inputs
 

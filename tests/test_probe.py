@@ -1,8 +1,8 @@
 """Probe parsers on canned output; the probe through an injected runner; and for real."""
 import platform
 
-from dpdeploy import probe
-from dpdeploy.facts import Facts
+from dpdeploy.host import probe
+from dpdeploy.host.facts import Facts
 from dpdeploy.runner import Completed
 
 from .conftest import FIXTURES

@@ -8,8 +8,9 @@ import tarfile
 
 import pytest
 
-from dpdeploy import bundle, driver, provision
-from dpdeploy.matrix import MatrixError
+from dpdeploy.fleet import project_archive as bundle, ansible as provision
+from dpdeploy.plan import driver
+from dpdeploy.plan.matrix import MatrixError
 
 from .conftest import ROOT
 
@@ -64,7 +65,7 @@ def test_playbook_argv():
 def test_bundle_ships_the_engine_not_the_venv_or_caches(tmp_path):
     (ROOT / "dpdeploy" / "__pycache__").mkdir(exist_ok=True)
     files = {str(p) for p in bundle.project_files()}
-    assert {"bootstrap.py", "tasks.py", "env/matrix.yml", "requirements/tools.txt", "dpdeploy/plan.py"} <= files
+    assert {"bootstrap.py", "tasks.py", "env/matrix.yml", "requirements/tools.txt", "dpdeploy/plan/resolve.py"} <= files
     assert not any(f.startswith((".venv", ".git", "tests/", "ansible/", "reports/")) or "__pycache__" in f for f in files)
     first = bundle.write_bundle(tmp_path / "a.tar.gz")
     with tarfile.open(first) as tar:
@@ -77,7 +78,7 @@ def test_bundle_ships_the_engine_not_the_venv_or_caches(tmp_path):
 
 def test_bundle_command_line(tmp_path):
     out = tmp_path / "sub" / "b.tar.gz"
-    proc = subprocess.run([sys.executable, "-m", "dpdeploy.bundle", str(out)], cwd=ROOT, capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, "-m", "dpdeploy.fleet.project_archive", str(out)], cwd=ROOT, capture_output=True, text=True)
     assert proc.returncode == 0 and proc.stdout.strip() == str(out) and tarfile.is_tarfile(out)
     assert not [p for p in out.parent.iterdir() if p.name.endswith(".tmp")]
 
@@ -91,9 +92,9 @@ def test_driver_requirement_comes_from_the_matrix(matrix):
 
 
 def test_driver_command_line():
-    proc = subprocess.run([sys.executable, "-m", "dpdeploy.driver", "cu130"], cwd=ROOT, capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, "-m", "dpdeploy.plan.driver", "cu130"], cwd=ROOT, capture_output=True, text=True)
     assert proc.returncode == 0 and json.loads(proc.stdout)["branch"] == 580
-    bad = subprocess.run([sys.executable, "-m", "dpdeploy.driver", "nope"], cwd=ROOT, capture_output=True, text=True)
+    bad = subprocess.run([sys.executable, "-m", "dpdeploy.plan.driver", "nope"], cwd=ROOT, capture_output=True, text=True)
     assert bad.returncode == 2 and "unknown profile 'nope'" in bad.stderr
 
 

@@ -4,7 +4,6 @@ import re
 import shutil
 import subprocess
 import zipfile
-from pathlib import Path
 
 import pytest
 from PIL import Image, ImageStat

@@ -3,7 +3,7 @@ import hashlib
 
 import pytest
 
-from dpdeploy import samples
+from dpdeploy.inference import samples
 
 ENTRIES = {"hopper": {"package": "matplotlib", "path": "mpl-data/sample_data/h.jpg", "sha256": ""},
            "astro": {"package": "scikit-image", "module": "skimage", "path": "data/a.png", "sha256": ""}}

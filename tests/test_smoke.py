@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from dpdeploy import matrix as matrix_mod
-from dpdeploy import smoke
-from dpdeploy.plan import resolve
-from dpdeploy.settings import resolve as settings
+from dpdeploy.plan import matrix as matrix_mod
+from dpdeploy.inference import smoke
+from dpdeploy.plan.resolve import resolve
+from dpdeploy.plan.settings import resolve as settings
 
 from .conftest import ROOT, facts_fixture
 

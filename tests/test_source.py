@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from dpdeploy.source import MARKER, SourceError, acquire, kind_of
+from dpdeploy.build.source import MARKER, SourceError, acquire, kind_of
 
 GIT_ENV = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.com", "GIT_COMMITTER_NAME": "t",
            "GIT_COMMITTER_EMAIL": "t@example.com", "PATH": "/usr/bin:/bin:/usr/local/bin"}

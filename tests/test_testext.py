@@ -1,7 +1,7 @@
-"""dpdeploy's own extension (tests/ext) built by the build step's code: proves the toolchain in CI.
+"""dpdeploy's own extension (dpdeploy/build/testext_src) built by the build step's code: proves the toolchain in CI.
 
 FORCE_CUDA with one arch and PyPI's CUDA toolchain, no GPU needed; the compiled archs are
-read back from the binary with dpdeploy.fatbin.
+read back from the binary with dpdeploy.build.fatbin.
 """
 import json
 import shutil
@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from dpdeploy import builder, wheelcache
-from dpdeploy.fatbin import Arch, compiled_archs
-from dpdeploy.plan import resolve
-from dpdeploy.settings import resolve as settings
+from dpdeploy.build import wheels as builder, cache as wheelcache
+from dpdeploy.build.fatbin import Arch, compiled_archs
+from dpdeploy.plan.resolve import resolve
+from dpdeploy.plan.settings import resolve as settings
 from dpdeploy.steps import build
 
 from .conftest import facts_fixture

@@ -4,9 +4,9 @@ from dataclasses import replace
 
 import pytest
 
-from dpdeploy import toolchain
-from dpdeploy.plan import resolve
-from dpdeploy.settings import resolve as settings
+from dpdeploy.build import toolchain
+from dpdeploy.plan.resolve import resolve
+from dpdeploy.plan.settings import resolve as settings
 
 from .conftest import facts_fixture
 

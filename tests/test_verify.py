@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from dpdeploy import verify
-from dpdeploy.checks import BUILD_STAMP, Check
-from dpdeploy.verify import LockError, Pin, applicable, compare, junit_xml, parse_lock, weights_check
+from dpdeploy.diagnose import drift as verify
+from dpdeploy.diagnose.checks import BUILD_STAMP, Check
+from dpdeploy.diagnose.drift import LockError, Pin, applicable, compare, junit_xml, parse_lock, weights_check
 
 from .conftest import FIXTURES, ROOT
 

@@ -4,7 +4,7 @@ import os
 import subprocess
 import sys
 
-from dpdeploy.versions import MISSING, collect
+from dpdeploy.records.versions import MISSING, collect
 
 from .conftest import FIXTURES, ROOT
 
@@ -25,7 +25,7 @@ def test_versions_read_the_stamps(tmp_path):
 
 
 def test_capture_tees_a_child_process_output_with_colours(tmp_path):
-    script = ("from dpdeploy.terminal import capture\n"
+    script = ("from dpdeploy.records.terminal import capture\n"
               f"with capture({str(tmp_path)!r}, 'demo --flag'):\n"
               "    print('\\x1b[31mred\\x1b[0m line')\n"
               "    import sys; print('to stderr', file=sys.stderr)\n")

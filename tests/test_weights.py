@@ -16,8 +16,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from dpdeploy import weights as w
-from dpdeploy.settings import resolve as resolve_settings
+from dpdeploy.inference import weights as w
+from dpdeploy.plan.settings import resolve as resolve_settings
 from dpdeploy.steps import StepContext
 from dpdeploy.steps import weights as weights_step
 

@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from dpdeploy import wheelcache
+from dpdeploy.build import cache as wheelcache
 
 FIELDS = {"source": "02b5c4e295e990042a714712c21dc79b731e8833", "torch": "2.14.1+cu130", "torch_cuda": "13.0",
           "python": "3.11", "machine": "x86_64", "force_cuda": True, "arch_list": "9.0"}

@@ -1,11 +1,11 @@
 """`invoke build`: detectron2 + DensePose at the pinned commit, into the plan's env."""
 from invoke import Exit, task
 
-from .. import render
-from ..record import RunRecord
-from ..steps import StepContext, run_step
-from . import common
-from .plan import PLAN_HELP
+from dpdeploy.ui import render
+from dpdeploy.records.run import RunRecord
+from dpdeploy.steps import StepContext, run_step
+from dpdeploy.cli import common
+from dpdeploy.cli.plan import PLAN_HELP
 
 
 @task(help={

@@ -7,15 +7,15 @@ from typing import Any, Iterator
 
 from invoke import Exit
 
-from .. import matrix as matrix_mod
-from .. import render
-from ..facts import Facts, FactsError
-from ..locks import LockError
-from ..matrix import Matrix, MatrixError
-from ..plan import Plan, PlanError, resolve
-from ..predict import PredictError
-from ..probe import load_nvml, probe
-from ..settings import Settings, SettingsError, resolve as resolve_settings
+from dpdeploy.plan import matrix as matrix_mod
+from dpdeploy.ui import render
+from dpdeploy.host.facts import Facts, FactsError
+from dpdeploy.envs.lockfile import LockError
+from dpdeploy.plan.matrix import Matrix, MatrixError
+from dpdeploy.plan.resolve import Plan, PlanError, resolve
+from dpdeploy.inference.predict import PredictError
+from dpdeploy.host.probe import load_nvml, probe
+from dpdeploy.plan.settings import Settings, SettingsError, resolve as resolve_settings
 
 USER_ERRORS = (MatrixError, FactsError, SettingsError, PlanError, LockError, PredictError)
 

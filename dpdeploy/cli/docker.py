@@ -10,14 +10,15 @@ from pathlib import Path
 
 from invoke import Collection, Exit, task
 
-from .. import baseimage, buildcontext, containers, docker as dockerfile, render
-from ..containers import BuildRequest, Engine, EngineError, RunRequest
-from ..fsutil import atomic_write_text
-from ..record import RunRecord
-from ..runner import run as run_cmd, stream
-from ..source import SourceError
-from ..weights import cache_dir
-from . import common
+from dpdeploy.container import baseimage, context as buildcontext, engines as containers, dockerfile
+from dpdeploy.ui import render
+from dpdeploy.container.engines import BuildRequest, Engine, EngineError, RunRequest
+from dpdeploy.fsutil import atomic_write_text
+from dpdeploy.records.run import RunRecord
+from dpdeploy.runner import run as run_cmd, stream
+from dpdeploy.build.source import SourceError
+from dpdeploy.inference.weights import cache_dir
+from dpdeploy.cli import common
 
 ENGINE_HELP = {
     "engine": "docker, buildah or podman (default: docker when `docker info` answers, else buildah, else podman).",

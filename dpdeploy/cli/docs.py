@@ -1,7 +1,7 @@
 """`invoke docs`: regenerate the generated docs (CLI reference, configuration table)."""
 from invoke import Exit, task
 
-from .. import docs as docs_mod
+from dpdeploy.cli import docgen as docs_mod
 
 
 @task(help={"check": "Change nothing; exit 1 if a generated doc is stale (for CI)."})

@@ -4,11 +4,11 @@ from pathlib import Path
 
 from invoke import Exit, task
 
-from .. import render
-from ..checks import Check, run_checks
-from ..doctor import Report, diagnose
-from ..plan import PlanError, resolve
-from . import common
+from dpdeploy.ui import render
+from dpdeploy.diagnose.checks import Check, run_checks
+from dpdeploy.diagnose.signatures import Report, diagnose
+from dpdeploy.plan.resolve import PlanError, resolve
+from dpdeploy.cli import common
 
 
 @task(help={

@@ -3,11 +3,11 @@ import time
 
 from invoke import Exit, task
 
-from .. import render
-from ..record import RunRecord
-from ..steps import StepContext, run_step
-from ..steps.env import quick_check
-from . import common
+from dpdeploy.ui import render
+from dpdeploy.records.run import RunRecord
+from dpdeploy.steps import StepContext, run_step
+from dpdeploy.steps.env import quick_check
+from dpdeploy.cli import common
 
 
 @task(help={

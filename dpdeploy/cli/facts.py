@@ -1,8 +1,8 @@
 """`invoke facts`: what this host is."""
 from invoke import task
 
-from .. import render
-from . import common
+from dpdeploy.ui import render
+from dpdeploy.cli import common
 
 
 @task(help={

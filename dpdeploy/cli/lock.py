@@ -1,11 +1,11 @@
 """`invoke lock`: regenerate the hash-pinned locks (uv) or the conda locks (conda-lock)."""
 from invoke import task
 
-from .. import render
-from ..lockall import lock_conda, lock_pip
-from ..locks import DEFAULT_PYTHON, LockError
-from ..plan import PlanError
-from . import common
+from dpdeploy.ui import render
+from dpdeploy.envs.locking import lock_conda, lock_pip
+from dpdeploy.envs.lockfile import DEFAULT_PYTHON
+from dpdeploy.plan.resolve import PlanError
+from dpdeploy.cli import common
 
 
 def _python_version(s, given: str) -> str:

@@ -1,8 +1,8 @@
 """`invoke plan`: the resolved plan and its reasons."""
 from invoke import task
 
-from .. import render
-from . import common
+from dpdeploy.ui import render
+from dpdeploy.cli import common
 
 PLAN_HELP = {
     "json": "Print the plan as JSON.",

@@ -1,11 +1,11 @@
 """`invoke predict`: DensePose on image files and folders."""
 from invoke import Exit, task
 
-from .. import predict as engine
-from .. import render
-from ..inputs import DEFAULT_MAX_SIZE, DEFAULT_VIS, VISUALIZERS
-from ..record import RunRecord
-from . import common
+from dpdeploy.inference import predict as engine
+from dpdeploy.ui import render
+from dpdeploy.inference.inputs import DEFAULT_MAX_SIZE, DEFAULT_VIS, VISUALIZERS
+from dpdeploy.records.run import RunRecord
+from dpdeploy.cli import common
 
 
 @task(positional=["inputs"], help={
@@ -29,7 +29,7 @@ def predict(c, inputs: str, out: str = "", vis: str = ",".join(DEFAULT_VIS), mod
             min_score: str = "0.8", device: str = "", weights: str = "", config: str = "", prefix: str = "",
             max_size: int = DEFAULT_MAX_SIZE, max_detections: int = 0, json: bool = False) -> None:
     """Run DensePose on images: overlays, side-by-side, IUV arrays and JSON per image."""
-    from ..progress import PredictView   # rich, only when predicting
+    from dpdeploy.ui.progress import PredictView  # rich, only when predicting
 
     with common.user_errors(json):
         s = common.settings(c, prefix=prefix)

@@ -6,10 +6,11 @@ from pathlib import Path
 
 from invoke import Exit, task
 
-from .. import provision as prov
-from .. import render, runner
-from ..record import RunRecord
-from . import common
+from dpdeploy.fleet import ansible as prov
+from dpdeploy.ui import render
+from dpdeploy import runner
+from dpdeploy.records.run import RunRecord
+from dpdeploy.cli import common
 
 
 def _ansible_playbook() -> str:

@@ -5,12 +5,12 @@ from pathlib import Path
 
 from invoke import Exit, task
 
-from .. import render
-from ..report import ReportError, parse_formats, write
-from ..report.records import latest
-from ..report.text import summary
-from ..terminal import command_line
-from . import common
+from dpdeploy.ui import render
+from dpdeploy.report import ReportError, parse_formats, write
+from dpdeploy.report.runs import latest
+from dpdeploy.report.text import summary
+from dpdeploy.records.terminal import command_line
+from dpdeploy.cli import common
 
 
 def _run_folder(home: Path, ref: str) -> Path:

@@ -3,12 +3,12 @@ from invoke import Exit, task
 
 import contextlib
 
-from .. import render
-from ..record import RunRecord
-from ..setup import setup as run_setup
-from ..terminal import capture, command_line
-from . import common
-from .plan import PLAN_HELP
+from dpdeploy.ui import render
+from dpdeploy.records.run import RunRecord
+from dpdeploy.steps.pipeline import setup as run_setup
+from dpdeploy.records.terminal import capture, command_line
+from dpdeploy.cli import common
+from dpdeploy.cli.plan import PLAN_HELP
 
 
 @task(help={

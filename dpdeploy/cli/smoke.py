@@ -3,10 +3,10 @@ import sys
 
 from invoke import Exit, task
 
-from .. import render
-from ..smoke import SmokeError, run_smoke
-from . import common
-from .plan import PLAN_HELP
+from dpdeploy.ui import render
+from dpdeploy.inference.smoke import SmokeError, run_smoke
+from dpdeploy.cli import common
+from dpdeploy.cli.plan import PLAN_HELP
 
 
 @task(help={

@@ -3,19 +3,20 @@ import sys
 
 from invoke import Exit, task
 
-from .. import builder, render
-from ..record import RunRecord
-from ..steps.build import BuildRefused
-from ..testext import ExtensionError, build_and_load
-from ..toolchain import ToolchainError
-from . import common
-from .plan import PLAN_HELP
+from dpdeploy.build import wheels as builder
+from dpdeploy.ui import render
+from dpdeploy.records.run import RunRecord
+from dpdeploy.steps.build import BuildRefused
+from dpdeploy.build.testext import ExtensionError, build_and_load
+from dpdeploy.build.toolchain import ToolchainError
+from dpdeploy.cli import common
+from dpdeploy.cli.plan import PLAN_HELP
 
 
 @task(help={"json": "Print the result as JSON.", "profile": PLAN_HELP["profile"], "arch_list": PLAN_HELP["arch_list"],
             "prefix": PLAN_HELP["prefix"], "max_jobs": PLAN_HELP["max_jobs"]})
 def testext(c, json: bool = False, profile: str = "", arch_list: str = "", prefix: str = "", max_jobs: int = 0) -> None:
-    """Build, install and call dpdeploy's tiny torch extension (tests/ext) with the build step's code."""
+    """Build, install and call dpdeploy's tiny torch extension (dpdeploy/build/testext_src) with the build step's code."""
     with common.user_errors(json):
         s = common.settings(c, profile=profile, arch_list=arch_list, prefix=prefix, max_jobs=max_jobs)
         found, plan = common.plan(s)

@@ -1,10 +1,10 @@
 """`invoke verify`: is the deployed env still what the lock and the matrix say?"""
 from invoke import Exit, task
 
-from .. import render
-from ..fsutil import atomic_write_text
-from ..verify import junit_xml, verify as run_verify
-from . import common
+from dpdeploy.ui import render
+from dpdeploy.fsutil import atomic_write_text
+from dpdeploy.diagnose.drift import junit_xml, verify as run_verify
+from dpdeploy.cli import common
 
 
 @task(help={

@@ -3,10 +3,10 @@ import sys
 
 from invoke import Exit, task
 
-from .. import render
-from .. import weights as w
-from ..download_bar import transfer_bar
-from . import common
+from dpdeploy.ui import render
+from dpdeploy.inference import weights as w
+from dpdeploy.ui.transfer import transfer_bar
+from dpdeploy.cli import common
 
 
 def _text(got: w.Fetched, spec: w.ModelSpec) -> str:

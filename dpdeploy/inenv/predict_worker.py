@@ -25,9 +25,9 @@ import time
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-from ..fsutil import atomic_write_bytes, atomic_write_json
-from ..inputs import DEFAULT_MAX_SIZE, DEFAULT_VIS, VISUALIZERS, unique_stems
-from . import images
+from dpdeploy.fsutil import atomic_write_bytes, atomic_write_json
+from dpdeploy.inference.inputs import DEFAULT_MAX_SIZE, DEFAULT_VIS, VISUALIZERS, unique_stems
+from dpdeploy.inenv import images
 
 FATAL_EXIT = 3
 
@@ -126,7 +126,7 @@ class Model:
         cfg = load_cfg(self.config, opts)
         self.notes: list[str] = []
         if args.weights == "synthetic":
-            from . import synthetic
+            from dpdeploy.inenv import synthetic
 
             weights, built = synthetic.ensure(cfg, args.synthetic_cache)
             self.notes.append(("built" if built else "reused") + f" synthetic checkpoint {weights} (recipe {synthetic.RECIPE})")

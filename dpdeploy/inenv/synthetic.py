@@ -97,7 +97,7 @@ def main(argv=None) -> int:
     parser.add_argument("--config", required=True, help="DensePose config yaml (projects/DensePose/configs/...)")
     parser.add_argument("--out", required=True, help="checkpoint file to write (.pth)")
     args = parser.parse_args(argv)
-    from .predict_worker import load_cfg
+    from dpdeploy.inenv.predict_worker import load_cfg
 
     print(save(build(load_cfg(args.config)), args.out))
     return 0

@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
-from ..fsutil import atomic_write_bytes
-from . import html, markdown, model, pdf, records, screenshot
+from dpdeploy.fsutil import atomic_write_bytes
+from dpdeploy.report import html, markdown, model, pdf, runs as records, screenshot
 
 FORMATS = ("md", "html", "pdf")
 MAX_IMAGE_PX = 1100     # long side of the copies embedded in the document (A4 at ~150 dpi)

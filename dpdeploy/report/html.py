@@ -4,7 +4,7 @@ from __future__ import annotations
 from html import escape
 from typing import Callable, Optional
 
-from .model import Document
+from dpdeploy.report.model import Document
 
 CSS = """
 @page { size: A4; margin: 14mm 13mm 16mm 13mm;

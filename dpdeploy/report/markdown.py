@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Callable
 
-from .model import Document
+from dpdeploy.report.model import Document
 
 
 def _dur(s) -> str:
@@ -17,7 +17,7 @@ def _cell(text: str) -> str:
 def render(doc: Document, src: Callable[[object], str], terminal_src: str | None) -> str:
     out = [f"# {doc.title}", "", f"Generated {doc.generated}.", "", f"**Status: {doc.headline}**", ""]
     for f in doc.failures:
-        out += [f"- **{f.message}**"] + ([f"", "  ```text", *("  " + l for l in f.output.splitlines()), "  ```"] if f.output else [])
+        out += [f"- **{f.message}**"] + (["", "  ```text", *("  " + l for l in f.output.splitlines()), "  ```"] if f.output else [])
     out += [f"> {n}" for n in doc.notes] + [""] if doc.notes else []
 
     out += ["## 1. Procedure", "",

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
-from .records import Photo, RunData, Suite
+from dpdeploy.report.runs import Photo, RunData, Suite
 
 # The overlays and charts shown per photo, in order, with their captions.
 FIGURES = (

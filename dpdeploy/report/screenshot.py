@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Optional
 from xml.sax.saxutils import escape
 
-from .ansi import Span, Style, parse
+from dpdeploy.report.ansi import Span, Style, parse
 
 BACKGROUND = "#1e1e1e"
 FOREGROUND = "#d4d4d4"

@@ -1,8 +1,8 @@
 """The report result for the terminal: status first, then what was written."""
 from __future__ import annotations
 
-from .. import render
-from . import ReportResult
+from dpdeploy.ui import render
+from dpdeploy.report import ReportResult
 
 _CODES = {"OK": "32", "FAILED": "31", "INCOMPLETE": "33"}
 

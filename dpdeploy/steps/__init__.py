@@ -5,10 +5,10 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Optional
 
-from ..facts import Facts
-from ..plan import Plan
-from ..record import RunRecord
-from ..settings import Settings
+from dpdeploy.host.facts import Facts
+from dpdeploy.plan.resolve import Plan
+from dpdeploy.records.run import RunRecord
+from dpdeploy.plan.settings import Settings
 
 
 @dataclass
@@ -56,7 +56,7 @@ def run_step(name: str, ctx: StepContext) -> StepResult:
 
 
 # Each step module imports StepContext/StepResult from here, so they register at the end.
-from . import build as _build, env as _env, report as _report, smoke as _smoke, weights as _weights  # noqa: E402
+from dpdeploy.steps import (build as _build, env as _env, report as _report, smoke as _smoke, weights as _weights)  # noqa: E402
 
 REGISTRY.update({"env": _env.run, "build": _build.run, "weights": _weights.run, "smoke": _smoke.run,
                  "report": _report.run})

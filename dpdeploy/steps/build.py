@@ -14,12 +14,12 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
-from .. import builder, source as source_mod, toolchain, wheelcache
-from ..fsutil import atomic_write_json, read_json, sha256_file
-from ..matrix import load as load_matrix
-from ..plan import Plan
-from ..verify_build import Verification, verify
-from . import StepContext, StepResult
+from dpdeploy.build import wheels as builder, source as source_mod, toolchain, cache as wheelcache
+from dpdeploy.fsutil import atomic_write_json, read_json, sha256_file
+from dpdeploy.plan.matrix import load as load_matrix
+from dpdeploy.plan.resolve import Plan
+from dpdeploy.build.verification import Verification, verify
+from dpdeploy.steps import StepContext, StepResult
 
 ENV_STAMP = ".dpdeploy-env.json"
 BUILD_STAMP = ".dpdeploy-build.json"
@@ -90,7 +90,7 @@ def up_to_date(prefix: Path, key: str) -> Optional[dict]:
 def diagnose(log_text: str) -> str:
     """The doctor's diagnosis of a failed build log, when that module exists and recognises it."""
     try:
-        from .. import doctor  # type: ignore[attr-defined]
+        from dpdeploy.diagnose import signatures as doctor  # type: ignore[attr-defined]
     except ImportError:
         return ""
     found = doctor.diagnose(log_text)

@@ -16,12 +16,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
-from .. import condaenv, locks
-from ..fsutil import atomic_write_json
-from ..matrix import load as load_matrix, version_tuple
-from ..net import Reach, reachable
-from ..runner import stream
-from . import StepContext, StepResult
+from dpdeploy.envs import conda as condaenv, lockfile as locks
+from dpdeploy.fsutil import atomic_write_json
+from dpdeploy.plan.matrix import load as load_matrix, version_tuple
+from dpdeploy.host.network import Reach, reachable
+from dpdeploy.runner import stream
+from dpdeploy.steps import StepContext, StepResult
 
 STAMP = ".dpdeploy-env.json"
 MARKER = ".dpdeploy-managed"

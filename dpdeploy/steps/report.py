@@ -1,9 +1,9 @@
 """Setup step `report`: write the deployment document for this setup run and the latest predict run."""
 from __future__ import annotations
 
-from ..report import ReportError, write
-from ..report.records import latest
-from . import StepContext, StepResult
+from dpdeploy.report import ReportError, write
+from dpdeploy.report.runs import latest
+from dpdeploy.steps import StepContext, StepResult
 
 
 def run(ctx: StepContext) -> StepResult:

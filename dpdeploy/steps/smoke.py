@@ -1,9 +1,9 @@
-"""The `smoke` step: the smoke tests in the deployed env (see dpdeploy/smoke.py)."""
+"""The `smoke` step: the smoke tests in the deployed env (see dpdeploy/inference/smoke.py)."""
 from __future__ import annotations
 
-from .. import matrix as matrix_mod
-from ..smoke import SmokeError, command, run_smoke
-from . import StepContext, StepResult
+from dpdeploy.plan import matrix as matrix_mod
+from dpdeploy.inference.smoke import SmokeError, command, run_smoke
+from dpdeploy.steps import StepContext, StepResult
 
 
 def run(ctx: StepContext) -> StepResult:

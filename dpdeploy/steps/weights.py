@@ -6,10 +6,10 @@ or a full disk is a failure.
 """
 from __future__ import annotations
 
-from .. import matrix as matrix_mod
-from .. import weights as w
-from ..download_bar import transfer_bar
-from . import StepContext, StepResult
+from dpdeploy.plan import matrix as matrix_mod
+from dpdeploy.inference import weights as w
+from dpdeploy.ui.transfer import transfer_bar
+from dpdeploy.steps import StepContext, StepResult
 
 UNAVAILABLE = "real weights unavailable ({reason}): smoke tests will run the pipeline check with a synthetic checkpoint"
 

@@ -1,0 +1,237 @@
+"""Get detectron2's source into ``<home>/cache/src/`` and establish which commit it is.
+
+Sources (``--source``):
+- "" (default) or a URL: ``git clone`` of that repository (default: the matrix's GitHub repo).
+- a local git repository or checkout: cloned (committed history only; never modified).
+- an archive (.tar.gz, .tgz, .tar, .zip): unpacked atomically into the cache.
+- a plain directory: copied into the cache.
+
+The commit of a git source is ``git rev-parse HEAD`` after checking out the pinned commit.
+An archive or plain directory has no history, so its commit is taken, in this order, from:
+1. the commit ``git archive`` embeds (tar pax header ``comment``, zip archive comment);
+   GitHub's ``/archive/<commit>.tar.gz`` downloads carry it;
+2. a ``.dpdeploy-commit`` file at the tree's root holding the full 40-hex commit;
+3. a full 40-hex commit in the archive's (or directory's) name or its single top folder
+   (GitHub names archives ``detectron2-<commit>``).
+These are declarations, not proofs; ``how`` records which one was used. A source whose
+commit differs from the pin, or is unknown, is refused unless ``allow_unpinned``; then
+``pinned`` is False and callers record that loudly. Builds never run in the user's tree:
+the caller copies ``Source.path`` (a cache folder owned by dpdeploy) before building.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import shutil
+import tarfile
+import tempfile
+import zipfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Optional
+
+from dpdeploy import runner as runner_mod
+from dpdeploy.fsutil import sha256_file
+
+COMMIT = re.compile(r"(?<![0-9a-f])[0-9a-f]{40}(?![0-9a-f])")
+MARKER = ".dpdeploy-commit"
+ARCHIVES = (".tar.gz", ".tgz", ".tar", ".zip")
+
+
+class SourceError(Exception):
+    """The source cannot be used: what failed, why, and the next step."""
+
+
+@dataclass(frozen=True)
+class Source:
+    spec: str             # what the user passed ("" resolved to the repo URL)
+    kind: str             # "git", "archive" or "directory"
+    path: str             # the tree in the cache (never the user's)
+    commit: Optional[str]  # 40-hex commit, None when unknown
+    how: str              # how the commit was established
+    pinned: bool          # commit == the matrix's pin
+    identity: str         # commit, or a content hash when the commit is unknown (cache key)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def kind_of(spec: str) -> str:
+    """"git", "archive" or "directory" for a --source value."""
+    if not spec or "://" in spec or spec.startswith("git@"):
+        return "git"
+    path = Path(spec).expanduser()
+    if path.is_file() and spec.endswith(ARCHIVES):
+        return "archive"
+    if path.is_dir():
+        bare = (path / "HEAD").is_file() and (path / "objects").is_dir()
+        return "git" if (path / ".git").exists() or bare else "directory"
+    raise SourceError(f"--source {spec}: not a URL, an existing directory, or a .tar.gz/.tgz/.tar/.zip file; "
+                      "next: pass a detectron2 clone, checkout or archive")
+
+
+
+def tree_hash(root: Path) -> str:
+    """sha256 over relative paths and contents (identity of a tree with no known commit)."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in root.rglob("*") if p.is_file() and ".git" not in p.relative_to(root).parts):
+        digest.update(str(path.relative_to(root)).encode() + b"\0")
+        digest.update(sha256_file(path).encode())
+    return digest.hexdigest()
+
+
+def _decide(spec: str, kind: str, path: Path, commit: Optional[str], how: str, pin: str,
+            allow_unpinned: bool, identity: str) -> Source:
+    pinned = commit == pin
+    if not pinned and not allow_unpinned:
+        found = f"is at commit {commit} ({how})" if commit else f"has no known commit ({how})"
+        raise SourceError(f"detectron2 source {spec or 'default'} {found}, but the matrix pins {pin}; refusing to build. "
+                          f"next: use a source at {pin}, add a {MARKER} file / the commit in the archive name "
+                          "if it is that commit, or pass --allow-unpinned to build it anyway (recorded as unpinned)")
+    return Source(spec, kind, str(path), commit, how, pinned, identity)
+
+
+# --- git ------------------------------------------------------------------------------------
+
+def _git(run, *args: str, cwd: Optional[Path] = None, timeout: float = 600):
+    done = run(["git", *args], cwd=str(cwd) if cwd else None, timeout=timeout)
+    if done is None:
+        raise SourceError("git is not installed or timed out; next: install git (apt install git)")
+    return done
+
+
+def from_git(url: str, pin: str, cache: Path, allow_unpinned: bool, run=runner_mod.run) -> Source:
+    """Clone (once) into the cache, check out the pin, and read the commit back."""
+    dest = cache / ("git-" + hashlib.sha256(url.encode()).hexdigest()[:16])
+    if not (dest / ".git").exists():
+        cache.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=".clone-", dir=cache))
+        done = _git(run, "clone", "--quiet", "--no-checkout", url, str(tmp / "repo"))
+        if not done.ok:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise SourceError(f"git clone {url} failed: {done.stderr.strip().splitlines()[-1] if done.stderr.strip() else done.returncode}; "
+                              "next: check network access, or pass --source with a local clone or a tarball")
+        os.replace(tmp / "repo", dest)
+        tmp.rmdir()
+    how = "git rev-parse HEAD after checking out the pinned commit"
+    if not _git(run, "checkout", "--quiet", "--force", "--detach", pin, cwd=dest).ok:
+        _git(run, "fetch", "--quiet", "origin", cwd=dest)
+        if not _git(run, "checkout", "--quiet", "--force", "--detach", pin, cwd=dest).ok:
+            if not allow_unpinned:
+                raise SourceError(f"{url} does not contain the pinned commit {pin}; refusing to build. "
+                                  "next: update that clone (git fetch), use another source, or pass --allow-unpinned "
+                                  "to build its default branch (recorded as unpinned)")
+            _git(run, "checkout", "--quiet", "--force", "--detach", "origin/HEAD", cwd=dest)
+            how = f"git rev-parse HEAD of {url}'s default branch (pinned commit absent)"
+    _git(run, "clean", "-qffdx", cwd=dest)
+    head = _git(run, "rev-parse", "HEAD", cwd=dest).stdout.strip()
+    return _decide(url, "git", dest, head or None, how, pin, allow_unpinned, head)
+
+
+# --- archives and plain directories ---------------------------------------------------------
+
+def _embedded_commit(archive: Path) -> Optional[str]:
+    """The commit ``git archive`` stores: tar pax global header "comment" or the zip comment."""
+    try:
+        if archive.name.endswith(".zip"):
+            with zipfile.ZipFile(archive) as zf:
+                text = zf.comment.decode("ascii", "replace")
+        else:
+            with tarfile.open(archive) as tf:
+                text = tf.pax_headers.get("comment", "")
+    except (OSError, tarfile.TarError, zipfile.BadZipFile) as exc:
+        raise SourceError(f"cannot read archive {archive}: {exc}; next: check the file (a complete download?)") from None
+    match = COMMIT.fullmatch(text.strip())
+    return match.group(0) if match else None
+
+
+def _declared_commit(root: Path, names: list[str]) -> tuple[Optional[str], str]:
+    marker = root / MARKER
+    if marker.is_file():
+        text = marker.read_text(encoding="utf-8").strip()
+        if not COMMIT.fullmatch(text):
+            raise SourceError(f"{marker} must hold one full 40-hex commit, found {text[:60]!r}")
+        return text, f"{MARKER} file"
+    for name in names:
+        match = COMMIT.search(name)
+        if match:
+            return match.group(0), f"the commit in the name {name!r}"
+    return None, f"no git history, no {MARKER} file, no commit in the name"
+
+
+def _single_top(folder: Path) -> Path:
+    entries = [p for p in folder.iterdir() if not p.name.startswith("pax_global_header")]
+    return entries[0] if len(entries) == 1 and entries[0].is_dir() else folder
+
+
+def _unpack(archive: Path, into: Path) -> None:
+    if archive.name.endswith(".zip"):
+        with zipfile.ZipFile(archive) as zf:
+            zf.extractall(into)
+    else:
+        with tarfile.open(archive) as tf:
+            # the "data" filter (refuses paths outside ``into``) exists from Python 3.10.12 / 3.11.4
+            tf.extractall(into, **({"filter": "data"} if hasattr(tarfile, "data_filter") else {}))
+
+
+def from_archive(archive: Path, pin: str, cache: Path, allow_unpinned: bool) -> Source:
+    """Unpack (once per archive content) into the cache; the commit as the module doc says."""
+    digest = sha256_file(archive)
+    dest = cache / f"archive-{digest[:16]}"
+    if not dest.exists():
+        cache.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=".unpack-", dir=cache))
+        try:
+            _unpack(archive, tmp)
+            os.replace(_single_top(tmp), dest)
+        except (OSError, tarfile.TarError, zipfile.BadZipFile) as exc:
+            raise SourceError(f"cannot unpack {archive}: {exc}; next: check the file (a complete download?)") from None
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    commit, how = _embedded_commit(archive), "the commit git archive embedded"
+    if commit is None:
+        top = _single_top_name(archive)
+        commit, how = _declared_commit(dest, [archive.name] + ([top] if top else []))
+    return _decide(str(archive), "archive", dest, commit, how, pin, allow_unpinned, commit or f"sha256:{digest}")
+
+
+def _single_top_name(archive: Path) -> Optional[str]:
+    if archive.name.endswith(".zip"):
+        with zipfile.ZipFile(archive) as zf:
+            names = zf.namelist()
+    else:
+        with tarfile.open(archive) as tf:
+            names = tf.getnames()
+    tops = {n.split("/", 1)[0] for n in names if n and n != "pax_global_header"}
+    return tops.pop() if len(tops) == 1 else None
+
+
+def from_directory(folder: Path, pin: str, cache: Path, allow_unpinned: bool) -> Source:
+    """Copy a plain (non-git) tree into the cache, keyed by its content."""
+    commit, how = _declared_commit(folder, [folder.resolve().name])
+    identity = commit if commit == pin else f"tree:{tree_hash(folder)}"
+    dest = cache / ("dir-" + hashlib.sha256(identity.encode()).hexdigest()[:16])
+    if not dest.exists():
+        cache.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=".copy-", dir=cache))
+        shutil.copytree(folder, tmp / "tree", symlinks=True)
+        os.replace(tmp / "tree", dest)
+        tmp.rmdir()
+    return _decide(str(folder), "directory", dest, commit, how, pin, allow_unpinned, identity)
+
+
+def acquire(spec: str, repo: str, pin: str, cache: Path, allow_unpinned: bool = False,
+            run=runner_mod.run) -> Source:
+    """The source ``spec`` ("" = ``repo``) at ``pin``, in ``cache``; refused unless pinned or allowed."""
+    if "://" in spec and spec.endswith(ARCHIVES):
+        raise SourceError(f"--source {spec}: download the archive first and pass its path (dpdeploy does not "
+                          "fetch archives over the network)")
+    kind = kind_of(spec)
+    if kind == "git":
+        url = spec or repo
+        return from_git(url if "://" in url or url.startswith("git@") else str(Path(url).expanduser().resolve()),
+                        pin, cache, allow_unpinned, run)
+    if kind == "archive":
+        return from_archive(Path(spec).expanduser().resolve(), pin, cache, allow_unpinned)
+    return from_directory(Path(spec).expanduser().resolve(), pin, cache, allow_unpinned)

@@ -1,0 +1,1 @@
+"""dpdeploy's test extension (see dpdeploy/build/testext_src/setup.py)."""

@@ -1,0 +1,266 @@
+"""``invoke verify``: is the deployed env still what the lock and the matrix say?
+
+Compares the distributions installed in ``<prefix>`` with ``env/locks/<profile>.txt``, the
+build stamp's detectron2 commit with the matrix, the compiled archs with this host's GPUs, and
+the weights' checksums. Every comparison is a ``Check``; any ``fail`` is drift.
+"""
+from __future__ import annotations
+
+import json
+import re
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+from packaging.markers import InvalidMarker, Marker
+
+from dpdeploy import paths
+from dpdeploy.diagnose.checks import BUILD_STAMP, Check, arch_check, env_missing, env_python, read_build_stamp
+from dpdeploy.host.facts import Facts
+from dpdeploy.fsutil import sha256_file
+from dpdeploy.plan.matrix import Matrix
+from dpdeploy.plan.resolve import Plan
+from dpdeploy.runner import Runner, run
+
+LOCKS_DIR = paths.LOCKS
+# Installed into every env without being locked: the venv's own installer, and what the build
+# step compiles from source (checked through the build stamp instead).
+UNLOCKED = frozenset({"pip", "setuptools", "wheel", "detectron2", "detectron2-densepose"})
+# Run by the env's own interpreter: its marker environment (PEP 508 names) and its distributions.
+LIST_SCRIPT = """
+import importlib.metadata as m, json, os, platform, sys
+env = {"python_version": ".".join(platform.python_version_tuple()[:2]),
+       "python_full_version": platform.python_version(), "sys_platform": sys.platform,
+       "platform_machine": platform.machine(), "platform_system": platform.system(),
+       "platform_release": platform.release(), "os_name": os.name,
+       "implementation_name": sys.implementation.name,
+       "platform_python_implementation": platform.python_implementation()}
+dists = [[d.metadata["Name"], d.version] for d in m.distributions() if d.metadata["Name"]]
+print(json.dumps({"env": env, "dists": dists}))
+"""
+_REQ = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)\s*(?:\[[^\]]*\])?\s*(?:(===?)\s*([^\s;]+)|@\s*([^\s;]+))?\s*(?:;\s*(.*))?$")
+
+
+class LockError(ValueError):
+    """A lock file that cannot be read."""
+
+
+@dataclass(frozen=True)
+class Pin:
+    version: Optional[str]        # None for ``name @ url`` pins
+    marker: Optional[str] = None  # PEP 508 environment marker, e.g. "python_full_version < '3.11'"
+
+
+@dataclass(frozen=True)
+class EnvListing:
+    marker_env: dict
+    dists: list[tuple[str, str]]
+
+
+def normalize(name: str) -> str:
+    """PEP 503 name normalization."""
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def parse_lock(text: str, path: str = "<lock>") -> dict[str, tuple[Pin, ...]]:
+    """Pinned requirements (``uv pip compile --generate-hashes`` output) -> {name: pins}.
+
+    Handles ``\\`` continuations, ``--hash`` options, comments and option lines. A name may be
+    pinned several times under different markers (``--universal``).
+    """
+    pins: dict[str, list[Pin]] = {}
+    logical, start = "", 0
+    for number, raw in enumerate(text.splitlines() + [""], 1):
+        line = re.sub(r"(^|\s)#.*$", "", raw).rstrip()
+        if not logical:
+            start = number
+        if line.endswith("\\"):
+            logical += line[:-1] + " "
+            continue
+        logical = (logical + line).strip()
+        if not logical or logical.startswith("-"):
+            logical = ""
+            continue
+        requirement = re.split(r"\s--", logical, maxsplit=1)[0].strip()
+        logical = ""
+        match = _REQ.match(requirement)
+        if not match or (match.group(2) is None and match.group(4) is None):
+            raise LockError(f"{path}:{start}: not a pinned requirement (name==version): {requirement!r}")
+        marker = (match.group(5) or "").strip() or None
+        if marker:
+            try:
+                Marker(marker)
+            except InvalidMarker as exc:
+                raise LockError(f"{path}:{start}: bad environment marker {marker!r}: {exc}") from None
+        pins.setdefault(normalize(match.group(1)), []).append(Pin(match.group(3), marker))
+    return {name: tuple(p) for name, p in pins.items()}
+
+
+def applicable(locked: dict[str, tuple[Pin, ...]], marker_env: dict) -> dict[str, frozenset[str]]:
+    """The pins whose markers hold in the env -> {name: accepted versions} (empty: any version)."""
+    out = {}
+    for name, pins in locked.items():
+        live = [p for p in pins if p.marker is None or Marker(p.marker).evaluate(dict(marker_env))]
+        if live:
+            out[name] = frozenset(p.version for p in live if p.version)
+    return out
+
+
+def installed(prefix: str, runner: Runner = run) -> Optional[EnvListing]:
+    """The env's marker environment and (name, version) of every distribution, read in the env."""
+    result = runner([str(env_python(prefix)), "-c", LIST_SCRIPT], timeout=120)
+    if result is None or not result.ok:
+        return None
+    try:
+        data = json.loads(result.stdout)
+        return EnvListing(dict(data["env"]), [(str(n), str(v)) for n, v in data["dists"]])
+    except (ValueError, TypeError, KeyError):
+        return None
+
+
+def compare(locked: dict[str, frozenset[str]], present: list[tuple[str, str]]) -> tuple[list[str], list[str]]:
+    """(differences, extras): lock entries missing or at another version; unlocked extras."""
+    found: dict[str, set[str]] = {}
+    for name, version in present:
+        found.setdefault(normalize(name), set()).add(version)
+    diffs = []
+    for name in sorted(locked):
+        want = locked[name]
+        have = found.get(name)
+        shown = " or ".join(sorted(want)) or "any version"
+        if not have:
+            diffs.append(f"{name}: locked {shown}, not installed")
+        elif len(have) > 1:
+            diffs.append(f"{name}: installed twice ({', '.join(sorted(have))}), locked {shown}")
+        elif want and not have & want:
+            diffs.append(f"{name}: installed {next(iter(have))}, locked {shown}")
+    extras = [f"{n} {', '.join(sorted(v))}" for n, v in sorted(found.items()) if n not in locked and n not in UNLOCKED]
+    return diffs, extras
+
+
+def packages_checks(prefix: str, lock_path: Path, runner: Runner = run) -> list[Check]:
+    if not lock_path.is_file():
+        return [Check("packages", "fail", f"no lock file at {lock_path}",
+                      "verify compares the env with its lock", "invoke lock")]
+    try:
+        locked = parse_lock(lock_path.read_text(encoding="utf-8"), str(lock_path))
+    except LockError as exc:
+        return [Check("packages", "fail", str(exc), "the lock is generated by uv, never edited by hand", "invoke lock")]
+    listing = installed(prefix, runner)
+    if listing is None:
+        return [Check("packages", "fail", f"could not list the distributions in {prefix}",
+                      f"{env_python(prefix)} failed to run importlib.metadata", "invoke env")]
+    locked = applicable(locked, listing.marker_env)
+    diffs, extras = compare(locked, listing.dists)
+    checks = [
+        Check("packages", "fail", f"{len(diffs)} of {len(locked)} locked packages differ from {lock_path.name}",
+              "the env drifted from its lock (a package was upgraded, downgraded or removed)",
+              "invoke env", tuple(diffs))
+        if diffs else
+        Check("packages", "ok", f"all {len(locked)} locked packages installed at their locked versions")
+    ]
+    checks.append(
+        Check("extra-packages", "warn", f"{len(extras)} installed packages are not in the lock",
+              "someone installed them by hand; they may shadow or upgrade locked ones",
+              "invoke env", tuple(extras))
+        if extras else Check("extra-packages", "ok", "no packages beyond the lock"))
+    return checks
+
+
+def commit_check(stamp: Optional[dict], matrix: Matrix, prefix: str) -> Check:
+    if stamp is None:
+        return Check("detectron2-commit", "fail", f"no build stamp at {Path(prefix) / BUILD_STAMP}",
+                     "detectron2 was not built by dpdeploy in this env", "invoke build")
+    commit = stamp.get("detectron2_commit") or stamp.get("commit")
+    if commit != matrix.d2_commit:
+        return Check("detectron2-commit", "fail", f"detectron2 {str(commit)[:12]} built, matrix pins {matrix.d2_commit[:12]}",
+                     "the env was built from another detectron2 commit than env/matrix.yml pins", "invoke build")
+    return Check("detectron2-commit", "ok", f"detectron2 {commit[:12]} as pinned")
+
+
+
+def weights_check(weights_dir: Path, matrix: Matrix) -> Check:
+    """Each ``model_final_<md5>.pkl`` against the matrix sha256 or its ``.sha256`` sidecar."""
+    files = sorted(weights_dir.rglob("*.pkl")) if weights_dir.is_dir() else []
+    if not files:
+        return Check("weights", "skip", f"no weights recorded in {weights_dir}", "nothing to checksum",
+                     "invoke weights")
+    by_prefix = {e["md5_prefix"]: (n, e.get("sha256")) for n, e in matrix.models.items()}
+    bad, unknown, good = [], [], []
+    for path in files:
+        match = re.search(r"model_final_([0-9a-f]{6})\.pkl$", path.name)
+        name, expected = by_prefix.get(match.group(1), (path.name, None)) if match else (path.name, None)
+        sidecar = path.with_name(path.name + ".sha256")
+        if expected is None and sidecar.is_file():
+            expected = (sidecar.read_text(encoding="utf-8").split() or [None])[0]
+        if expected is None:
+            unknown.append(f"{path}: no recorded sha256")
+            continue
+        actual = sha256_file(path)
+        if actual == expected:
+            good.append(f"{name}: {path}")
+        else:
+            bad.append(f"{name}: {path} sha256 {actual[:16]}..., recorded {expected[:16]}...")
+    if bad:
+        return Check("weights", "fail", f"{len(bad)} weights files do not match their recorded sha256",
+                     "the file was corrupted or replaced", "invoke weights", tuple(bad + unknown))
+    if unknown:
+        return Check("weights", "warn", f"{len(unknown)} weights files have no recorded checksum",
+                     "they cannot be verified", "invoke weights", tuple(unknown + good))
+    return Check("weights", "ok", f"{len(good)} weights files match their sha256", details=tuple(good))
+
+
+@dataclass
+class VerifyResult:
+    profile: str
+    prefix: str
+    lock: str
+    checks: list[Check] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not any(c.status == "fail" for c in self.checks)
+
+    @property
+    def differences(self) -> list[str]:
+        return [f"{c.name}: {d}" for c in self.checks if c.status == "fail" for d in (c.details or (c.what,))]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"ok": self.ok, "profile": self.profile, "prefix": self.prefix, "lock": self.lock,
+                "differences": self.differences, "checks": [c.to_dict() for c in self.checks]}
+
+
+def verify(facts: Facts, plan: Plan, matrix: Matrix, lock_path: Optional[Path] = None,
+           runner: Runner = run) -> VerifyResult:
+    """Compare the deployed env with its lock, the matrix and this host's GPUs."""
+    lock = Path(lock_path) if lock_path else LOCKS_DIR / f"{plan.profile}.txt"
+    result = VerifyResult(plan.profile, plan.prefix, str(lock))
+    if not env_python(plan.prefix).exists():
+        result.checks.append(env_missing("env", plan.prefix, status="fail"))
+        return result
+    result.checks.append(Check("env", "ok", f"env at {plan.prefix}"))
+    result.checks += packages_checks(plan.prefix, lock, runner)
+    stamp = read_build_stamp(plan.prefix)
+    result.checks.append(commit_check(stamp, matrix, plan.prefix))
+    result.checks.append(arch_check(stamp, facts.gpus, plan.cuda is not None))
+    result.checks.append(weights_check(Path(plan.home) / "cache" / "weights", matrix))
+    return result
+
+
+def junit_xml(result: VerifyResult) -> str:
+    """One testcase per check: fail -> <failure>, skip -> <skipped>, warn -> passes with system-out."""
+    suite = ET.Element("testsuite", name="dpdeploy.diagnose.drift", tests=str(len(result.checks)),
+                       failures=str(sum(c.status == "fail" for c in result.checks)),
+                       skipped=str(sum(c.status == "skip" for c in result.checks)), errors="0")
+    for check in result.checks:
+        case = ET.SubElement(suite, "testcase", classname=f"dpdeploy.diagnose.drift.{result.profile}", name=check.name)
+        body = "\n".join(filter(None, [check.why, *check.details, f"next: {check.next}" if check.next else ""]))
+        if check.status == "fail":
+            ET.SubElement(case, "failure", message=check.what).text = body
+        elif check.status == "skip":
+            ET.SubElement(case, "skipped", message=check.what)
+        else:
+            ET.SubElement(case, "system-out").text = "\n".join(filter(None, [f"{check.status}: {check.what}", body]))
+    ET.indent(suite)
+    return '<?xml version="1.0" encoding="utf-8"?>\n' + ET.tostring(suite, encoding="unicode") + "\n"

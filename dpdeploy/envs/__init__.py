@@ -1,0 +1,1 @@
+"""Environments: hash-pinned locks (reading and generating) and conda rendering."""

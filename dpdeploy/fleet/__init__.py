@@ -1,0 +1,1 @@
+"""Fleets: the Ansible driver and the project archive the roles unpack on each host."""

@@ -1,0 +1,289 @@
+"""`invoke predict`, the parent side: resolve weights and config, run the in-env worker once
+for all images, follow its progress lines, keep the summary (docs/internals.md, "Predict outputs").
+
+The worker (dpdeploy/inenv/predict_worker.py) runs in the DensePose env; this side needs
+no torch. summary.json is rewritten (atomically) after every image, so a run that dies half
+way keeps what it finished.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional, Sequence
+
+from dpdeploy import paths
+from dpdeploy import runner
+from dpdeploy.build.wheels import ENV_CONFIGS
+from dpdeploy.fsutil import atomic_write_json, atomic_write_text
+from dpdeploy.inference.inputs import DEFAULT_MAX_SIZE, DEFAULT_VIS, VISUALIZERS, unique_stems
+
+REPO_ROOT = paths.ROOT
+SYNTHETIC = "synthetic"
+# Detections per image with synthetic weights unless --max-detections says otherwise: every
+# proposal scores 0.95 there, and each costs DensePose-head and drawing time (~28 s/image on
+# this 2-core CPU with the config's 100, measured).
+SYNTHETIC_MAX_DETECTIONS = 3
+
+
+class PredictError(Exception):
+    """A request that cannot run: what, why, next step (exit status 2)."""
+
+
+@dataclass
+class Request:
+    inputs: list[str]
+    out: str
+    model: str
+    python: str                     # <prefix>/bin/python of the DensePose env
+    weights: str                    # checkpoint path or "synthetic"
+    vis: list[str] = field(default_factory=lambda: list(DEFAULT_VIS))
+    min_score: float = 0.8
+    device: str = "cpu"
+    config: str = ""                # the model's yaml; "" = the worker searches config_dirs
+    config_dirs: list[str] = field(default_factory=list)
+    synthetic_cache: str = ""
+    max_size: int = DEFAULT_MAX_SIZE
+    max_detections: int = 0         # 0 = the config's (SYNTHETIC_MAX_DETECTIONS for synthetic)
+
+    @property
+    def weights_kind(self) -> str:
+        return SYNTHETIC if self.weights == SYNTHETIC else "real"
+
+
+def parse_vis(text: str) -> list[str]:
+    names = [v.strip() for v in text.split(",") if v.strip()]
+    unknown = [v for v in names if v not in VISUALIZERS]
+    if unknown or not names:
+        raise PredictError(f"--vis {text!r}: unknown {', '.join(unknown) or '(empty)'}; "
+                           f"choose from {', '.join(VISUALIZERS)}")
+    return names
+
+
+def parse_score(text: str) -> float:
+    try:
+        score = float(text)
+    except ValueError:
+        raise PredictError(f"--min-score {text!r}: not a number (e.g. 0.8)") from None
+    if not 0.0 <= score <= 1.0:
+        raise PredictError(f"--min-score {text}: must be between 0 and 1")
+    return score
+
+
+def resolve_weights(flag: str, model: str, home: Path) -> str:
+    """--weights PATH or 'synthetic', else the verified cached file `invoke weights` wrote."""
+    if flag == SYNTHETIC:
+        return SYNTHETIC
+    if flag:
+        path = Path(flag).expanduser()
+        if not path.is_file():
+            raise PredictError(f"--weights {flag}: no such file")
+        return str(path.resolve())
+    cached = home / "cache" / "weights" / f"{model}.pkl"
+    if cached.is_file():
+        return str(cached)
+    raise PredictError(f"no weights for {model}: run invoke weights, or pass --weights synthetic for a "
+                       f"pipeline check (looked for {cached})")
+
+
+def config_dirs(home: Path, prefix: str = "") -> list[str]:
+    """DensePose config folders: the env's own copy (the build step installs it, so an env that
+    travels without its source, e.g. a container's, still has them), then the kept sources."""
+    dirs = [Path(prefix) / ENV_CONFIGS] if prefix else []
+    dirs += sorted((home / "cache" / "src").glob("*/projects/DensePose/configs"))
+    return [str(p) for p in dirs if p.is_dir()]
+
+
+def env_python(prefix: str) -> str:
+    python = Path(prefix) / "bin" / "python"
+    if not python.exists():
+        raise PredictError(f"no DensePose environment at {prefix} ({python} missing): run invoke setup, "
+                           f"or pass --prefix to an env with detectron2 and DensePose")
+    return str(python)
+
+
+def worker_command(req: Request) -> list[str]:
+    cmd = [req.python, "-m", "dpdeploy.inenv.predict_worker", "--out", req.out, "--model", req.model,
+           "--weights", req.weights, "--vis", ",".join(req.vis), "--min-score", str(req.min_score),
+           "--device", req.device, "--max-size", str(req.max_size)]
+    if req.config:
+        cmd += ["--config", req.config]
+    for folder in req.config_dirs:
+        cmd += ["--config-dir", folder]
+    if req.weights == SYNTHETIC:
+        cmd += ["--synthetic-cache", req.synthetic_cache]
+    cap = req.max_detections or (SYNTHETIC_MAX_DETECTIONS if req.weights == SYNTHETIC else 0)
+    if cap:
+        cmd += ["--max-detections", str(cap)]
+    return cmd + ["--", *req.inputs]
+
+
+def worker_env(base: Optional[dict[str, str]] = None) -> dict[str, str]:
+    """The repo on PYTHONPATH (the worker is part of dpdeploy), unbuffered, headless matplotlib."""
+    env = dict(os.environ if base is None else base)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH", "")]))
+    env.update(PYTHONUNBUFFERED="1", MPLBACKEND="Agg")
+    return env
+
+
+def parse_event(line: str) -> Optional[dict[str, Any]]:
+    """A worker progress line, or None for anything else (logs, warnings)."""
+    if not line.startswith("{"):
+        return None
+    try:
+        event = json.loads(line)
+    except ValueError:
+        return None
+    return event if isinstance(event, dict) and "event" in event else None
+
+
+@dataclass
+class Summary:
+    """predict/summary.json: one entry per input, in input order."""
+
+    model: str
+    weights: str
+    weights_kind: str
+    device: str
+    out: str
+    images: list[dict[str, Any]]
+    skipped: list[str] = field(default_factory=list)
+    run: str = ""
+    command: str = ""
+    config: str = ""
+    model_load_s: Optional[float] = None
+    seconds: float = 0.0
+    worker_exit: Optional[int] = None
+    fatal: str = ""
+    notes: list[str] = field(default_factory=list)
+
+    @classmethod
+    def start(cls, req: Request, skipped: Sequence[str] = (), run: str = "", command: str = "") -> "Summary":
+        images = [{"input": p, "stem": s, "status": "pending"} for p, s in zip(req.inputs, unique_stems(req.inputs))]
+        return cls(req.model, req.weights, req.weights_kind, req.device, req.out, images, list(skipped), run, command)
+
+    @property
+    def ok(self) -> int:
+        return sum(1 for i in self.images if i["status"] == "ok")
+
+    @property
+    def failed(self) -> int:
+        return sum(1 for i in self.images if i["status"] == "error")
+
+    @property
+    def success(self) -> bool:
+        return self.worker_exit == 0 and self.failed == 0 and not self.fatal
+
+    def apply(self, event: dict[str, Any]) -> None:
+        kind = event["event"]
+        if kind == "ready":
+            self.config, self.weights = event.get("config", ""), event.get("weights", self.weights)
+            self.model_load_s = event.get("load_s")
+            self.notes.extend(event.get("notes", []))
+        elif kind == "fatal":
+            self.fatal = event.get("error", "the worker failed")
+        elif kind == "image":
+            index = int(event["index"]) - 1
+            if 0 <= index < len(self.images):
+                entry = {"input": event.get("input"), "stem": event.get("stem"), "status": event.get("status", "error")}
+                for key in ("error", "instances", "notes", "timings"):
+                    if key in event:
+                        entry[key] = event[key]
+                self.images[index] = entry
+
+    def finish(self, exit_code: int, seconds: float) -> None:
+        """Inputs the worker never reported become errors that say why."""
+        self.worker_exit, self.seconds = exit_code, round(seconds, 3)
+        why = self.fatal or f"the worker exited with status {exit_code} before this file"
+        for entry in self.images:
+            if entry["status"] == "pending":
+                entry.update(status="error", error=f"not processed: {why}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "ok": self.ok, "failed": self.failed, "success": self.success}
+
+
+def run(req: Request, summary: Summary, log_path: Path,
+        on_event: Callable[[dict[str, Any]], None] = lambda e: None,
+        stream: Callable[..., int] = runner.stream) -> Summary:
+    """Run the worker; after every progress line update and rewrite summary.json."""
+    path = Path(req.out) / "summary.json"
+    Path(req.out).mkdir(parents=True, exist_ok=True)
+    atomic_write_json(path, summary.to_dict())
+
+    def line(text: str) -> None:
+        event = parse_event(text)
+        if event is None:
+            return
+        summary.apply(event)
+        if event["event"] in ("image", "fatal", "ready"):
+            atomic_write_json(path, summary.to_dict())
+        on_event(event)
+
+    started = time.monotonic()
+    code = stream(worker_command(req), log_path=str(log_path), env=worker_env(), echo=line)
+    summary.finish(code, time.monotonic() - started)
+    atomic_write_json(path, summary.to_dict())
+    return summary
+
+
+def log_tail(log_path: Path, lines: int = 15) -> str:
+    """The last lines of the worker's log that are not progress lines (for a crash message)."""
+    try:
+        text = log_path.read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError:
+        return ""
+    return "\n".join([t for t in text if parse_event(t) is None][-lines:])
+
+
+def command_text(argv: Sequence[str], req: Request) -> str:
+    """command.txt: the command as typed, then the worker command it ran."""
+    import shlex
+
+    return f"{shlex.join(argv)}\n# worker:\n{shlex.join(worker_command(req))}\n"
+
+
+def write_command(folder: Path, argv: Sequence[str], req: Request) -> None:
+    atomic_write_text(folder / "command.txt", command_text(argv, req))
+
+
+def typed_command() -> list[str]:
+    """How the user invoked us (invoke's argv), with the program shortened to its name."""
+    return [Path(sys.argv[0]).name, *sys.argv[1:]] if sys.argv else []
+
+
+def prepare(inputs: Sequence[str], *, home: Path, prefix: str, default_device: str, models: Sequence[str],
+            model: str, out: str, vis: str, weights: str, min_score: float, device: str, config: str,
+            max_size: int, max_detections: int, record_folder: Callable[[], Path]) -> tuple[Request, list[str]]:
+    """Check everything a user can get wrong before anything is written; then make the record
+    folder (``record_folder()``) and the request. Returns (request, skipped folder entries)."""
+    from dpdeploy.inenv.synthetic import cache_name  # torch is imported only inside its functions
+    from dpdeploy.inference.inputs import collect, split_specs
+
+    if model not in models:
+        raise PredictError(f"--model {model}: not in env/matrix.yml; choose from {', '.join(models)}")
+    if device not in ("", "cpu", "cuda") and not device.startswith("cuda:"):
+        raise PredictError(f"--device {device}: use cpu or cuda")
+    if config and not Path(config).is_file():
+        raise PredictError(f"--config {config}: no such file")
+    names = parse_vis(vis)
+    found = collect(split_specs(inputs))
+    if not found.files:
+        raise PredictError(f"no images in {', '.join(inputs)}"
+                           + (f" ({len(found.skipped)} files without an image suffix)" if found.skipped else "")
+                           + ": pass image files or folders holding them")
+    python = env_python(prefix)
+    resolved = resolve_weights(weights, model, home)
+    folder = record_folder()
+    req = Request(
+        inputs=[str(Path(f).absolute()) for f in found.files],
+        out=str(Path(out).absolute()) if out else str(folder / "predict"),
+        model=model, python=python, weights=resolved, vis=names, min_score=min_score,
+        device=device or default_device, config=str(Path(config).absolute()) if config else "",
+        config_dirs=config_dirs(home, prefix), synthetic_cache=str(home / "cache" / "weights" / cache_name(model)),
+        max_size=max_size, max_detections=max_detections,
+    )
+    return req, found.skipped

@@ -1,0 +1,338 @@
+"""DensePose weights: download (resumable), import, verify, cache.
+
+The cache is ``<home>/cache/weights/``:
+
+| file | what |
+| --- | --- |
+| ``<model>.pkl`` | the verified weights; only ever put there by ``os.replace`` after verification |
+| ``<model>.pkl.json`` | sidecar: source, size, md5, sha256 (the sha256 to record in env/matrix.yml) |
+| ``<model>.pkl.part`` | an interrupted download; the next fetch resumes it with an HTTP Range request |
+| ``<model>.pkl.rejected`` | the last download that failed verification, kept for inspection |
+
+Disk full (ENOSPC) keeps the ``.part`` file: what it holds is a correct prefix of the file, so
+after freeing space the next run resumes instead of starting over; the error names its size
+and path so the user can delete it instead. A final file is never written unverified.
+"""
+from __future__ import annotations
+
+import errno
+import hashlib
+import http.client
+import json
+import os
+import socket
+import time
+import urllib.error
+import urllib.request
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable, Optional
+from urllib.parse import urlparse
+
+from dpdeploy.fsutil import atomic_write_json
+from dpdeploy.plan.matrix import Matrix
+
+CHUNK = 1 << 20
+# Automatic resumes within one fetch after the server cut the connection (our choice).
+RESUME_ATTEMPTS = 3
+Progress = Callable[[int, Optional[int]], None]  # (bytes so far, total or None)
+
+
+class WeightsError(Exception):
+    """Weights could not be fetched or verified: what, why, next step; ``kind`` for callers."""
+
+    def __init__(self, kind: str, what: str, why: str, next_step: str):
+        super().__init__(what)
+        # not_found | timeout | unreachable | interrupted | http | checksum | disk_full | source | model
+        self.kind = kind
+        self.what, self.why, self.next_step = what, why, next_step
+
+    def __str__(self) -> str:
+        return f"{self.what}\n  why: {self.why}\n  next: {self.next_step}"
+
+    def to_dict(self) -> dict:
+        return {"error": self.what, "kind": self.kind, "why": [self.why], "next": [self.next_step]}
+
+    @property
+    def unavailable(self) -> bool:
+        """The weights cannot be reached from here (as opposed to a wrong or broken file)."""
+        return self.kind in {"not_found", "timeout", "unreachable", "interrupted", "http"}
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    url: str
+    md5_prefix: str
+    sha256: Optional[str]
+
+    @classmethod
+    def from_matrix(cls, matrix: Matrix, name: str = "") -> "ModelSpec":
+        name = name or matrix.default_model
+        if name not in matrix.models:
+            raise WeightsError("model", f"unknown model {name!r}", f"{matrix.path} lists: {', '.join(matrix.models)}",
+                               "pass one of those with --model")
+        entry = matrix.models[name]
+        return cls(name, matrix.model_url(name), entry["md5_prefix"], entry.get("sha256"))
+
+    @property
+    def file_name(self) -> str:
+        return self.url.rsplit("/", 1)[-1]
+
+
+@dataclass(frozen=True)
+class Fetched:
+    model: str
+    path: str
+    source: str
+    action: str          # cached | downloaded | resumed | imported
+    size: int
+    md5: str
+    sha256: str
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+# --- paths ----------------------------------------------------------------------------------
+
+def cache_dir(home: str | Path) -> Path:
+    return Path(home) / "cache" / "weights"
+
+
+def final_path(home: str | Path, model: str) -> Path:
+    return cache_dir(home) / f"{model}.pkl"
+
+
+def _beside(path: Path, suffix: str) -> Path:
+    return path.with_name(path.name + suffix)
+
+
+# --- verification ---------------------------------------------------------------------------
+
+def file_hashes(path: Path) -> tuple[str, str]:
+    md5, sha = hashlib.md5(), hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(CHUNK), b""):
+            md5.update(block)
+            sha.update(block)
+    return md5.hexdigest(), sha.hexdigest()
+
+
+def mismatches(spec: ModelSpec, md5: str, sha256: str) -> list[str]:
+    """Each differing checksum as 'which: expected X, got Y' (empty when the file is right)."""
+    out = []
+    if not md5.startswith(spec.md5_prefix):
+        out.append(f"md5 prefix (from the zoo file name {spec.file_name}): expected {spec.md5_prefix}, got {md5[:6]} (md5 {md5})")
+    if spec.sha256 and sha256 != spec.sha256:
+        out.append(f"sha256 (env/matrix.yml): expected {spec.sha256}, got {sha256}")
+    return out
+
+
+def cached(home: str | Path, spec: ModelSpec) -> Optional[Fetched]:
+    """The cached file if it is there and still verifies (re-hashed: ~1 s for 250 MB)."""
+    path = final_path(home, spec.name)
+    if not path.is_file():
+        return None
+    md5, sha = file_hashes(path)
+    if mismatches(spec, md5, sha):
+        return None
+    side = _beside(path, ".json")
+    source = ""
+    if side.is_file():
+        source = json.loads(side.read_text(encoding="utf-8")).get("source", "")
+    return Fetched(spec.name, str(path), source, "cached", path.stat().st_size, md5, sha)
+
+
+def _install(part: Path, spec: ModelSpec, home: str | Path, source: str, action: str,
+             on_mismatch: Callable[[Path], str]) -> Fetched:
+    """Verify ``part`` and move it into place; on a mismatch call ``on_mismatch`` and raise."""
+    md5, sha = file_hashes(part)
+    wrong = mismatches(spec, md5, sha)
+    if wrong:
+        kept = on_mismatch(part)
+        raise WeightsError("checksum", f"{spec.name}: checksum mismatch for {source}", "; ".join(wrong),
+                           f"{kept}; the cached file (if any) is untouched. Get the file again from "
+                           f"{spec.url} (or a trusted copy) and check it was not truncated or altered")
+    final = final_path(home, spec.name)
+    size = part.stat().st_size
+    os.replace(part, final)
+    atomic_write_json(_beside(final, ".json"), {
+        "model": spec.name, "source": source, "size": size, "md5": md5, "sha256": sha,
+        "zoo_url": spec.url, "verified_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    })
+    return Fetched(spec.name, str(final), source, action, size, md5, sha)
+
+
+def _disk_full(exc: OSError, part: Path, keep: bool) -> WeightsError:
+    size = part.stat().st_size if part.exists() else 0
+    if keep:
+        nxt = (f"free space on {part.parent} and run this again to resume from {size} bytes "
+               f"(or delete {part} to start over)")
+    else:
+        nxt = f"free space on {part.parent} and run this again"
+    return WeightsError("disk_full", f"disk full while writing {part}", str(exc), nxt)
+
+
+# --- import a local file --------------------------------------------------------------------
+
+def import_file(home: str | Path, spec: ModelSpec, source: Path, progress: Progress = lambda n, t: None) -> Fetched:
+    """Copy a hand-copied file into the cache (verified); ``source`` is never moved or changed."""
+    source = Path(source).expanduser()
+    if not source.is_file():
+        raise WeightsError("source", f"{source} is not a file", "--from must name the downloaded .pkl",
+                           f"copy {spec.file_name} from {spec.url} onto this machine and pass its path")
+    cache_dir(home).mkdir(parents=True, exist_ok=True)
+    tmp = _beside(final_path(home, spec.name), ".import")
+    total = source.stat().st_size
+    try:
+        with open(source, "rb") as src, open(tmp, "wb") as dst:
+            done = 0
+            for block in iter(lambda: src.read(CHUNK), b""):
+                dst.write(block)
+                done += len(block)
+                progress(done, total)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)  # our own partial copy; the source is still there
+        if exc.errno == errno.ENOSPC:
+            raise _disk_full(exc, tmp, keep=False) from None
+        raise
+
+    def drop_copy(part: Path) -> str:
+        part.unlink()
+        return f"{source} was left as it is (only dpdeploy's copy was removed)"
+
+    return _install(tmp, spec, home, str(source), "imported", drop_copy)
+
+
+# --- download -------------------------------------------------------------------------------
+
+def _open(url: str, offset: int, timeout: float):
+    request = urllib.request.Request(url, headers={"User-Agent": "dpdeploy"})
+    if offset:
+        request.add_header("Range", f"bytes={offset}-")
+    return urllib.request.urlopen(request, timeout=timeout)  # noqa: S310 (http/https only, checked)
+
+
+def _network_error(exc: BaseException, url: str, spec: ModelSpec, timeout: float) -> WeightsError:
+    host = urlparse(url).netloc
+    by_hand = (f"copy {spec.file_name} in by hand (from {spec.url}) and run "
+               f"`invoke weights --model {spec.name} --from PATH`")
+    if isinstance(exc, urllib.error.HTTPError):
+        if exc.code == 404:
+            return WeightsError("not_found", f"{url} does not exist (HTTP 404)",
+                                f"{host} has no such file", f"check the URL, or {by_hand}")
+        return WeightsError("http", f"{url}: HTTP {exc.code} {exc.reason}", f"{host} refused the download", by_hand)
+    reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc
+    if isinstance(reason, (socket.timeout, TimeoutError)):
+        return WeightsError("timeout", f"{url}: no answer within {timeout:g} s",
+                            f"{host} accepted no connection or stopped sending", f"retry later (a .part file is resumed), or {by_hand}")
+    return WeightsError("unreachable", f"cannot reach {host}", f"{reason}", by_hand)
+
+
+def download(home: str | Path, spec: ModelSpec, url: str = "", timeout: float = 30,
+             progress: Progress = lambda n, t: None) -> Fetched:
+    """Download ``url`` (default the zoo URL) into the cache, resuming a ``.part`` file."""
+    url = url or spec.url
+    if urlparse(url).scheme not in {"http", "https"}:
+        raise WeightsError("source", f"{url} is not an http(s) URL", "only http and https downloads are supported",
+                           "pass an http(s) URL or a local file to --from")
+    final = final_path(home, spec.name)
+    part = _beside(final, ".part")
+    final.parent.mkdir(parents=True, exist_ok=True)
+    resumed = part.exists() and part.stat().st_size > 0
+    for _attempt in range(RESUME_ATTEMPTS + 1):
+        complete = _fetch_once(url, part, timeout, spec, progress)
+        if complete:
+            break
+        resumed = True
+    else:
+        have = part.stat().st_size
+        raise WeightsError("interrupted", f"{url}: the connection was cut {RESUME_ATTEMPTS + 1} times",
+                           f"{have} bytes are kept in {part}", "run this again to resume")
+
+    def reject(bad: Path) -> str:
+        aside = _beside(final, ".rejected")
+        os.replace(bad, aside)
+        return f"the downloaded file was kept as {aside} for inspection"
+
+    return _install(part, spec, home, url, "resumed" if resumed else "downloaded", reject)
+
+
+def _fetch_once(url: str, part: Path, timeout: float, spec: ModelSpec, progress: Progress) -> bool:
+    """One request appending to ``part``; True when the file is complete, False when cut short."""
+    offset = part.stat().st_size if part.exists() else 0
+    try:
+        response = _open(url, offset, timeout)
+    except urllib.error.HTTPError as exc:
+        if exc.code == 416 and offset:  # nothing left past our offset: the .part is whole
+            return True
+        raise _network_error(exc, url, spec, timeout) from None
+    except (urllib.error.URLError, OSError) as exc:
+        raise _network_error(exc, url, spec, timeout) from None
+    with response:
+        if offset and response.status != 206:  # server ignored Range: start over
+            offset = 0
+        length = response.headers.get("Content-Length")
+        total = offset + int(length) if length is not None else None
+        mode = "ab" if offset else "wb"
+        done = offset
+        try:
+            with open(part, mode) as out:
+                while True:
+                    try:
+                        block = response.read(CHUNK)
+                    except (socket.timeout, TimeoutError) as exc:
+                        raise _network_error(exc, url, spec, timeout) from None
+                    except (http.client.IncompleteRead, ConnectionError):
+                        return False
+                    if not block:
+                        break
+                    out.write(block)
+                    done += len(block)
+                    progress(done, total)
+        except OSError as exc:
+            if exc.errno == errno.ENOSPC:
+                raise _disk_full(exc, part, keep=True) from None
+            raise
+    return total is None or done >= total
+
+
+# --- one entry point ------------------------------------------------------------------------
+
+def resolve_source(spec: ModelSpec, source: str) -> tuple[str, str]:
+    """``source`` ("" = the zoo) -> ("url", URL) or ("file", PATH).
+
+    An http(s) URL ending in ``.pkl`` is the file itself; any other URL is a mirror of the
+    zoo's layout (``<base>/<model>/<id>/model_final_<md5>.pkl``). A local folder may hold
+    ``<model>.pkl``, the zoo file name, or the zoo layout.
+    """
+    if not source:
+        return "url", spec.url
+    if urlparse(source).scheme in {"http", "https"}:
+        if source.endswith(".pkl"):
+            return "url", source
+        return "url", source.rstrip("/") + spec.url.split("/densepose", 1)[1]
+    path = Path(source).expanduser()
+    if path.is_dir():
+        zoo_tail = spec.url.split("/densepose/", 1)[1]
+        for candidate in (path / f"{spec.name}.pkl", path / spec.file_name, path / zoo_tail):
+            if candidate.is_file():
+                return "file", str(candidate)
+        raise WeightsError("source", f"{path} holds no weights for {spec.name}",
+                           f"looked for {spec.name}.pkl, {spec.file_name} and {zoo_tail}",
+                           f"copy {spec.file_name} into {path}")
+    return "file", str(path)
+
+
+def fetch(home: str | Path, spec: ModelSpec, source: str = "", timeout: float = 30,
+          progress: Progress = lambda n, t: None) -> Fetched:
+    """The cached file if it verifies, else download or import it from ``source``."""
+    hit = cached(home, spec)
+    if hit:
+        return hit
+    kind, where = resolve_source(spec, source)
+    if kind == "file":
+        return import_file(home, spec, Path(where), progress)
+    return download(home, spec, where, timeout, progress)
+

@@ -1,0 +1,1 @@
+"""On-disk records: run records, the terminal capture, captured versions."""

@@ -1,0 +1,148 @@
+"""Read run folders (setup and predict) into plain data for the report; tolerant of gaps.
+
+A missing file is ``None`` / empty, never an exception: a failed or half-finished run still
+gets a report that says what is missing. Predict runs follow docs/internals.md, "Predict
+outputs"; ``summary.json`` keys read: ``inputs`` (or ``images``) = [{``stem``/``name``,
+``status``, ``error``, ``timings``}], ``device``, ``model``/``config``, ``weights_kind``
+(or ``weights.kind``), ``timings``/``total_s``.
+"""
+from __future__ import annotations
+
+import json
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+from dpdeploy.records.terminal import COMMAND_NAME, LOG_NAME
+
+VISUALIZERS = ("input", "dp_contour", "dp_segm", "dp_u", "dp_v", "bbox", "side_by_side")
+LOG_TAIL_LINES = 40
+
+
+@dataclass
+class Photo:
+    stem: str
+    images: dict[str, Path]          # visualizer name ("input", "dp_contour", ...) -> file
+    result: dict = field(default_factory=dict)
+
+
+@dataclass
+class Suite:
+    name: str
+    tests: int
+    failures: int
+    errors: int
+    skipped: int
+    time_s: float
+    cases: list[tuple[str, str, str]]  # (test name, "passed"/"failed"/"error"/"skipped", message)
+
+
+@dataclass
+class RunData:
+    folder: Path
+    facts: Optional[dict] = None
+    plan: Optional[dict] = None
+    steps: list[dict] = field(default_factory=list)
+    result: Optional[dict] = None
+    versions: list[dict] = field(default_factory=list)
+    command: Optional[str] = None
+    terminal: Optional[str] = None
+    summary: Optional[dict] = None
+    photos: list[Photo] = field(default_factory=list)
+    suites: list[Suite] = field(default_factory=list)
+    log_tails: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def id(self) -> str:
+        return self.folder.name
+
+
+def _json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def _text(path: Path) -> Optional[str]:
+    try:
+        return path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return None
+
+
+def tail(text: str, lines: int = LOG_TAIL_LINES) -> str:
+    return "\n".join(text.rstrip("\n").splitlines()[-lines:])
+
+
+def read_junit(path: Path) -> list[Suite]:
+    """JUnit XML (pytest --junitxml) -> suites; an unreadable file is skipped."""
+    try:
+        root = ET.parse(path).getroot()
+    except (OSError, ET.ParseError):
+        return []
+    suites = [root] if root.tag == "testsuite" else root.findall("testsuite")
+    out = []
+    for s in suites:
+        cases = []
+        for case in s.iter("testcase"):
+            name = f"{case.get('classname', '')}::{case.get('name', '')}".strip(":")
+            status, message = "passed", ""
+            for tag, label in (("failure", "failed"), ("error", "error"), ("skipped", "skipped")):
+                el = case.find(tag)
+                if el is not None:
+                    status, message = label, (el.get("message") or el.text or "").strip().splitlines()[0:1]
+                    message = message[0] if message else ""
+                    break
+            cases.append((name, status, message))
+        count = lambda attr: int(s.get(attr, 0) or 0)  # noqa: E731
+        out.append(Suite(s.get("name", path.stem), count("tests") or len(cases), count("failures"),
+                         count("errors"), count("skipped"), float(s.get("time", 0) or 0), cases))
+    return out
+
+
+def _photos(folder: Path, wanted: tuple[str, ...]) -> list[Photo]:
+    base = folder / "predict"
+    if not base.is_dir():
+        return []
+    photos = []
+    for sub in sorted(p for p in base.iterdir() if p.is_dir()):
+        if wanted and sub.name not in wanted:
+            continue
+        images = {v: sub / f"{v}.png" for v in VISUALIZERS if (sub / f"{v}.png").is_file()}
+        photos.append(Photo(sub.name, images, _json(sub / "result.json") or {}))
+    return photos
+
+
+def load(folder: str | Path, photos: tuple[str, ...] = ()) -> RunData:
+    """Everything the report needs from one run folder; ``photos`` limits the photo stems."""
+    folder = Path(folder)
+    steps = _json(folder / "steps.json") or []
+    tails = {}
+    for step in steps:
+        if step.get("status") == "failed":
+            log = _text(folder / "logs" / f"{step.get('name')}.log")
+            if log:
+                tails[step["name"]] = tail(log)
+    return RunData(
+        folder=folder,
+        facts=_json(folder / "facts.json"),
+        plan=_json(folder / "plan.json"),
+        steps=steps,
+        result=_json(folder / "result.json"),
+        versions=_json(folder / "versions.json") or [],
+        command=(_text(folder / COMMAND_NAME) or "").strip() or None,
+        terminal=_text(folder / LOG_NAME),
+        summary=_json(folder / "predict" / "summary.json"),
+        photos=_photos(folder, photos),
+        suites=[s for p in sorted(folder.rglob("*.xml")) if "junit" in p.name for s in read_junit(p)],
+        log_tails=tails,
+    )
+
+
+def latest(home: str | Path, kind: str) -> Optional[Path]:
+    """The newest ``<home>/runs/*-<kind>`` folder (ids sort by time)."""
+    runs = sorted(p for p in (Path(home) / "runs").glob(f"*-{kind}") if p.is_dir())
+    runs += sorted(p for p in (Path(home) / "runs").glob(f"*-{kind}-[0-9]*") if p.is_dir())
+    return max(runs, key=lambda p: p.name) if runs else None

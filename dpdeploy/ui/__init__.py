@@ -1,0 +1,1 @@
+"""Terminal rendering: text views of results and progress bars."""

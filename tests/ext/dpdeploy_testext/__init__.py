@@ -1,1 +1,0 @@
-"""dpdeploy's test extension (see tests/ext/setup.py)."""
