@@ -24,7 +24,9 @@ from dpdeploy.host import probe  # noqa: E402
 from dpdeploy.plan.resolve import resolve  # noqa: E402
 from dpdeploy.plan.settings import resolve as resolve_settings  # noqa: E402
 from dpdeploy.build.source import acquire  # noqa: E402
+from dpdeploy.envs.site import torch_info  # noqa: E402
 from dpdeploy.steps import build  # noqa: E402
+from dpdeploy import paths  # noqa: E402
 
 
 def timed(fn):
@@ -50,16 +52,16 @@ def main() -> None:
         src = acquire(args.source, matrix.d2_repo, matrix.d2_commit, home / "src", allow_unpinned=True)
         tree, parts, ident = Path(src.path), build.projects(matrix.densepose_subdir), src.identity
     else:
-        tree, parts, ident = ROOT / "tests" / "ext", (builder.Project("dpdeploy-testext", ""),), "testext"
-    info = build.env_info(args.env)
+        tree, parts, ident = paths.TESTEXT_SOURCE, (builder.Project("dpdeploy-testext", ""),), "testext"
+    info = torch_info(args.env)
     python = str(Path(args.env) / "bin" / "python")
     log = home / "bench.log"
 
     def cold(plan):
-        fields = build.key_fields(ident, info, plan, facts.machine)
+        fields = wheelcache.key_fields(ident, info, plan, facts.machine)
         key = wheelcache.cache_key(fields)
         return key, wheelcache.store(home / "wheels", key, fields,
-                                     lambda out: build.compile_wheels(plan, tree, parts, out, log, lambda line: None))
+                                     lambda out: builder.compile_wheels(plan, tree, parts, out, log, lambda line: None))
 
     def hit(key):
         wheels = wheelcache.lookup(home / "wheels", key)

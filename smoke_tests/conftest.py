@@ -117,8 +117,10 @@ def prefix(plan) -> Path:
     return Path(plan["prefix"])
 
 
-def read_stamp(path: Path) -> dict:
-    """A stamp JSON, or skip naming it: an env not made by `invoke setup` has none."""
-    if not path.is_file():
-        pytest.skip(f"no {path.name} in {path.parent}: this env was not made by `invoke setup` (env/build steps)")
-    return json.loads(path.read_text(encoding="utf-8"))
+def read_stamp(record, prefix: Path):
+    """A stamp through its record module (``dpdeploy.records.env_stamp``/``build_stamp``), or skip
+    naming it: an env not made by `invoke setup` has none."""
+    stamp = record.read(prefix)
+    if stamp is None:
+        pytest.skip(f"no {record.FILE} in {prefix}: this env was not made by `invoke setup` (env/build steps)")
+    return stamp

@@ -6,6 +6,8 @@ from pathlib import Path
 
 from conftest import read_stamp
 
+from dpdeploy.records import build_stamp, env_stamp
+
 REPO = Path(__file__).resolve().parent.parent
 PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)(?:\[[^\]]*\])?==([^\s;\\]+)\s*(?:;\s*([^\\]+?))?\s*\\?$")
 
@@ -41,10 +43,10 @@ def test_torch_and_torchvision_match_plan_and_matrix(plan, matrix):
 def test_installed_packages_match_the_lock(prefix):
     from packaging.utils import canonicalize_name
 
-    stamp = read_stamp(prefix / ".dpdeploy-env.json")
-    lock = Path(stamp["lock"]) if Path(stamp["lock"]).is_absolute() else REPO / stamp["lock"]
+    stamp = read_stamp(env_stamp, prefix)
+    lock = Path(stamp.lock) if Path(stamp.lock).is_absolute() else REPO / stamp.lock
     text = lock.read_text(encoding="utf-8")
-    assert hashlib.sha256(text.encode()).hexdigest() == stamp["lock_sha256"], f"{lock} changed since the env was made"
+    assert hashlib.sha256(text.encode()).hexdigest() == stamp.lock_sha256, f"{lock} changed since the env was made"
     installed = {canonicalize_name(d.metadata["Name"]): d.version for d in md.distributions()}
     wrong = {name: (want, installed.get(name)) for name, want in lock_pins(text).items()
              if base_version(installed.get(name) or "") != base_version(want)}
@@ -54,11 +56,11 @@ def test_installed_packages_match_the_lock(prefix):
 def test_detectron2_is_the_pinned_commit(plan, matrix, prefix):
     import detectron2._C as c_ext
 
-    stamp = read_stamp(prefix / ".dpdeploy-build.json")
-    assert stamp["commit"] == plan["detectron2_commit"] == matrix["detectron2"]["commit"]
+    stamp = read_stamp(build_stamp, prefix)
+    assert stamp.commit == plan["detectron2_commit"] == matrix["detectron2"]["commit"]
     so = Path(c_ext.__file__)
-    assert so.resolve() == Path(stamp["c_path"]).resolve(), f"imported {so}, the build installed {stamp['c_path']}"
-    assert hashlib.sha256(so.read_bytes()).hexdigest() == stamp["c_sha256"], f"{so} differs from the built one"
+    assert so.resolve() == Path(stamp.c_path).resolve(), f"imported {so}, the build installed {stamp.c_path}"
+    assert hashlib.sha256(so.read_bytes()).hexdigest() == stamp.c_sha256, f"{so} differs from the built one"
 
 
 def test_densepose_imports():

@@ -1,51 +1,18 @@
-"""The build step's refusals, dry run and idempotency (no compiler needed)."""
-import json
-import sys
-import types
+"""The build step's refusals, dry run, idempotency and failure report (no compiler needed)."""
+from dpdeploy.build import wheels
+from dpdeploy.records import build_stamp
+from dpdeploy.steps import build
+from dpdeploy.steps.pipeline import STEPS, run_step
 
-
-from dpdeploy.build import wheels as builder
-from dpdeploy.fsutil import sha256_file
-from dpdeploy.plan.resolve import resolve
-from dpdeploy.plan.settings import resolve as settings
-from dpdeploy.steps import StepContext, build, run_step
-from dpdeploy.build.cache import cache_key
-
-from .conftest import facts_fixture
-
-PIN = "02b5c4e295e990042a714712c21dc79b731e8833"
-
-
-def context(tmp_path, matrix, dry=False, **values):
-    s = settings({"home": str(tmp_path / "home"), "prefix": str(tmp_path / "env"), "profile": "cu130",
-                  "arch_list": "9.0", **values}, env={})
-    lines = []
-    return StepContext(resolve(facts_fixture("nogpu"), matrix, s), facts_fixture("nogpu"), s, None, dry,
-                       lines.append), lines
-
-
-def env_with_stamp(tmp_path, profile="cu130"):
-    site = tmp_path / "env" / "lib" / "python3.11" / "site-packages"
-    (site / "torch").mkdir(parents=True)
-    (site / "torch" / "version.py").write_text("__version__ = '2.14.1+cu130'\ncuda: Optional[str] = '13.0'\n")
-    (tmp_path / "env" / build.ENV_STAMP).write_text(json.dumps({"profile": profile}))
-    return site
-
-
-def marked_tree(tmp_path, commit=PIN):
-    tree = tmp_path / "src"
-    tree.mkdir()
-    (tree / ".dpdeploy-commit").write_text(commit)
-    return tree
+from .deployed import PIN, context, make_build, make_env, source_tree
 
 
 def test_registered():
-    from dpdeploy.steps import REGISTRY
-    assert REGISTRY["build"] is build.run
+    assert STEPS["build"] is build.run
 
 
 def test_dry_run_changes_nothing(tmp_path, matrix):
-    ctx, _ = context(tmp_path, matrix, dry=True, source="/somewhere/d2")
+    ctx, _ = context(matrix, tmp_path, dry=True, profile="cu130", arch_list="9.0", source="/somewhere/d2")
     result = run_step("build", ctx)
     assert result.status == "planned"
     assert "TORCH_CUDA_ARCH_LIST='9.0'" in result.output and "/somewhere/d2" in result.output
@@ -53,69 +20,56 @@ def test_dry_run_changes_nothing(tmp_path, matrix):
 
 
 def test_missing_env_is_refused(tmp_path, matrix):
-    ctx, _ = context(tmp_path, matrix)
-    result = run_step("build", ctx)
+    result = run_step("build", context(matrix, tmp_path, profile="cu130", arch_list="9.0")[0])
     assert result.status == "failed" and "run invoke env first" in result.output
 
 
-def test_env_of_another_profile_is_refused(tmp_path, matrix):
-    env_with_stamp(tmp_path, profile="cpu")
-    result = run_step("build", context(tmp_path, matrix)[0])
+def test_env_of_another_profile_is_refused(tmp_path, matrix, monkeypatch):
+    assert make_env(matrix, tmp_path, monkeypatch, profile="cpu").status == "done"
+    result = run_step("build", context(matrix, tmp_path, profile="cu130", arch_list="9.0")[0])
     assert result.status == "failed" and "made for profile cpu" in result.output
 
 
-def test_unpinned_source_is_refused_then_recorded(tmp_path, matrix):
-    env_with_stamp(tmp_path)
-    tree = marked_tree(tmp_path, "f" * 40)
-    result = run_step("build", context(tmp_path, matrix, source=str(tree))[0])
+def test_unpinned_source_is_refused(tmp_path, matrix, monkeypatch):
+    make_env(matrix, tmp_path, monkeypatch, profile="cu130")
+    tree = source_tree(tmp_path, "f" * 40)
+    result = run_step("build", context(matrix, tmp_path, profile="cu130", arch_list="9.0", source=str(tree))[0])
     assert result.status == "failed" and f"pins {PIN}" in result.output and "--allow-unpinned" in result.output
 
 
-def test_up_to_date_when_stamp_key_and_installed_c_match(tmp_path, matrix):
-    site = env_with_stamp(tmp_path)
-    (site / "densepose").mkdir()
-    (site / "densepose" / "__init__.py").write_text("")
-    c_so = site / "detectron2" / "_C.so"
-    c_so.parent.mkdir()
-    c_so.write_bytes(b"compiled")
-    ctx, _ = context(tmp_path, matrix, source=str(marked_tree(tmp_path)))
-    key = cache_key(build.key_fields(PIN, build.env_info(tmp_path / "env"), ctx.plan, "x86_64"))
-    stamp = {"key": key, "c_path": str(c_so), "c_sha256": sha256_file(c_so), "archs": ["sm_90"]}
-    (tmp_path / "env" / build.BUILD_STAMP).write_text(json.dumps(stamp))
-    result = run_step("build", ctx)
-    assert result.status == "up-to-date" and "sm_90" in result.output and result.detail["key"] == key
-    c_so.write_bytes(b"replaced by someone")
-    assert build.up_to_date(tmp_path / "env", key) is None
+def test_build_stamps_then_is_up_to_date_until_c_changes(tmp_path, matrix, monkeypatch):
+    make_env(matrix, tmp_path, monkeypatch, profile="cu130")
+    first, ctx, _ = make_build(matrix, tmp_path, monkeypatch, profile="cu130", arch_list="9.0")
+    assert first.status == "done" and "archs sm_90, compute_90" in first.output, first.output
+    stamp = build_stamp.read(ctx.plan.prefix)
+    assert (stamp.commit, stamp.compiled_archs, stamp.arch_list, stamp.force_cuda) == \
+        (PIN, ["sm_90", "compute_90"], "9.0", True)
+    again, _, _ = make_build(matrix, tmp_path, monkeypatch, profile="cu130", arch_list="9.0")
+    assert again.status == "up-to-date" and again.detail["key"] == stamp.key
+    (tmp_path / "env" / "lib" / "python3.11" / "site-packages" / "detectron2" / "_C.so").write_bytes(b"replaced")
+    assert build.up_to_date(tmp_path / "env", stamp.key) is None
 
 
-def test_env_info_reads_torch_and_python(tmp_path):
-    env_with_stamp(tmp_path)
-    assert build.env_info(tmp_path / "env") == {"python": "3.11", "torch": "2.14.1+cu130", "torch_cuda": "13.0"}
+def test_cpu_build_says_so(tmp_path, matrix, monkeypatch):
+    make_env(matrix, tmp_path, monkeypatch, profile="cpu")
+    result, ctx, _ = make_build(matrix, tmp_path, monkeypatch, profile="cpu")
+    assert result.status == "done" and "archs none (CPU build)" in result.output
+    assert build_stamp.read(ctx.plan.prefix).archs_text() == "none (CPU build)"
 
 
-def test_build_failure_shows_log_tail_and_diagnosis(tmp_path, matrix, monkeypatch):
+def test_build_failure_shows_the_doctors_title_cause_and_next(tmp_path, matrix, monkeypatch):
     log = tmp_path / "build.log"
-    log.write_text("compiling\nerror: unsupported GNU version! gcc versions later than 15\n")
+    log.write_text("compiling\nerror: #error -- unsupported GNU version! gcc versions later than 15 are not "
+                   "supported! The nvcc flag '-allow-unsupported-compiler' can be used to override this version check\n")
 
     def fail(*args, **kwargs):
-        raise builder.BuildError("pip wheel for detectron2 failed (exit 1)", log)
+        raise wheels.BuildError("pip wheel for detectron2 failed (exit 1)", log)
 
-    env_with_stamp(tmp_path)
-    monkeypatch.setattr(build, "compile_wheels", fail)
-    monkeypatch.setattr(build, "diagnose", lambda text: "gcc too new: " + str("unsupported GNU" in text))
-    result = run_step("build", context(tmp_path, matrix, source=str(marked_tree(tmp_path)))[0])
+    make_env(matrix, tmp_path, monkeypatch, profile="cu130")
+    monkeypatch.setattr(build.wheels, "compile_wheels", fail)
+    ctx, _ = context(matrix, tmp_path, profile="cu130", arch_list="9.0", source=str(source_tree(tmp_path)))
+    result = run_step("build", ctx)
     assert result.status == "failed"
     assert "unsupported GNU version" in result.output and str(log) in result.output
-    assert "gcc too new: True" in result.output
-
-
-def test_diagnose_adapter(monkeypatch):
-    import dpdeploy
-    monkeypatch.delattr(dpdeploy, "doctor", raising=False)
-    monkeypatch.setitem(sys.modules, "dpdeploy.diagnose.signatures", None)  # makes the import fail
-    assert build.diagnose("anything") == ""
-    doctor = types.ModuleType("dpdeploy.diagnose.signatures")
-    doctor.diagnose = lambda text: ["cause: " + text, None]
-    monkeypatch.setitem(sys.modules, "dpdeploy.diagnose.signatures", doctor)
-    monkeypatch.setattr(dpdeploy, "doctor", doctor, raising=False)
-    assert build.diagnose("x") == "cause: x"
+    assert "[FAIL] gcc-too-new-for-nvcc:" in result.output
+    assert "why: " in result.output and "next: " in result.output and "Finding(" not in result.output

@@ -1,5 +1,4 @@
 """Live checks from facts + plan, with commands answered by an injected runner."""
-import json
 
 import pytest
 
@@ -11,6 +10,7 @@ from dpdeploy.runner import Completed
 from dpdeploy.plan.settings import resolve as settings
 
 from .conftest import facts_fixture
+from .deployed import stamp
 
 
 def plan_for(name, matrix, tmp_path, **flags):
@@ -39,11 +39,11 @@ def test_arch_coverage(compiled, cc, ok):
 
 def test_arch_check_names_the_uncovered_gpu():
     gpus = [Gpu(0, "NVIDIA H100", "9.0", 81559), Gpu(1, "NVIDIA RTX 4090", "8.9", 24564)]
-    bad = arch_check({"compiled_archs": ["sm_90"]}, gpus, is_cuda=True)
+    bad = arch_check(stamp(["sm_90"]), gpus, is_cuda=True)
     assert bad.status == "fail" and "GPU 1 NVIDIA RTX 4090 (sm_89)" in bad.what and "invoke build" in bad.next
-    assert arch_check({"compiled_archs": ["8.9", "9.0+PTX"]}, gpus, is_cuda=True).status == "ok"
+    assert arch_check(stamp(["8.9", "9.0+PTX"]), gpus, is_cuda=True).status == "ok"
     assert arch_check(None, gpus, is_cuda=True).status == "skip"
-    assert arch_check({"compiled_archs": ["sm_90"]}, [], is_cuda=True).status == "ok"
+    assert arch_check(stamp(["sm_90"]), [], is_cuda=True).status == "ok"
 
 
 def test_driver_below_profile_minimum_fails(matrix, tmp_path):
@@ -136,10 +136,3 @@ def test_run_checks_tolerates_a_missing_env(matrix, tmp_path):
     assert list(results) == ["driver", "nvcc", "gcc", "compiled-archs", "densepose-import", "disk", "memory"]
     assert results["densepose-import"].what.startswith("env not created")
     assert not any(c.status == "fail" for c in results.values())
-
-
-def test_build_stamp_is_read(tmp_path):
-    (tmp_path / checks.BUILD_STAMP).write_text(json.dumps({"compiled_archs": ["sm_90"]}))
-    assert checks.read_build_stamp(str(tmp_path)) == {"compiled_archs": ["sm_90"]}
-    (tmp_path / checks.BUILD_STAMP).write_text("{half")
-    assert checks.read_build_stamp(str(tmp_path)) is None

@@ -10,35 +10,20 @@ import pytest
 from dpdeploy.envs import lockfile as locks
 from dpdeploy.plan.resolve import resolve
 from dpdeploy.plan.settings import resolve as settings
-from dpdeploy.steps import StepContext, env as env_step, run_step
+from dpdeploy.records import env_stamp
+from dpdeploy.steps import env as env_step
+from dpdeploy.steps.context import StepContext
+from dpdeploy.steps.pipeline import run_step
 
 from .conftest import FIXTURES, ROOT, facts_fixture
+from .deployed import FakeStream
 
 
 def context(matrix, prefix, dry=False, **flags):
     s = settings({"profile": "cu130", "prefix": str(prefix), **flags}, env={})
     facts = facts_fixture("nogpu")
     lines = []
-    return StepContext(resolve(facts, matrix, s), facts, s, None, dry, lines.append), lines
-
-
-class FakeStream:
-    """Stands in for runner.stream: records argv, makes bin/python like venv would."""
-
-    def __init__(self, rc=0, fail_on="pip"):
-        self.calls, self.rc, self.fail_on = [], rc, fail_on
-
-    def __call__(self, argv, log_path, env=None, echo=print, cwd=None):
-        self.calls.append(list(argv))
-        prefix = Path(argv[-1]) if "venv" in argv else None
-        if prefix is not None:
-            assert (prefix / env_step.MARKER).is_file(), "the marker must be written before the venv"
-            (prefix / "bin").mkdir(parents=True, exist_ok=True)
-            (prefix / "bin" / "python").write_text("")
-        if self.fail_on in argv:
-            return self.rc
-        echo("Collecting numpy==2.2.6 (from -r x (line 3))")
-        return 0
+    return StepContext(resolve(facts, matrix, s), facts, s, matrix, None, dry, lines.append), lines
 
 
 def test_fresh_env_marks_first_and_stamps_last(matrix, tmp_path, monkeypatch):
@@ -52,11 +37,11 @@ def test_fresh_env_marks_first_and_stamps_last(matrix, tmp_path, monkeypatch):
     assert fake.calls == [[ctx.plan.python, "-m", "venv", str(prefix)],
                           [str(prefix / "bin/python"), "-m", "pip", "install", "--require-hashes", "--no-deps",
                            "--progress-bar", "off", "--disable-pip-version-check", "-r", str(lock)]]
-    stamp = json.loads((prefix / env_step.STAMP).read_text())
-    assert stamp["lock_sha256"] == locks.load(matrix.profile("cu130")).sha256 and stamp["profile"] == "cu130"
+    stamp = env_stamp.read(prefix)
+    assert stamp.lock_sha256 == locks.load(matrix.profile("cu130")).sha256 and stamp.profile == "cu130"
     total = len(locks.load(matrix.profile("cu130")).pins)
     assert (prefix / env_step.MARKER).is_file() and any(f"[1/{total}] Collecting numpy" in ln for ln in lines)
-    assert (stamp["torch"], stamp["torchvision"], stamp["torch_cuda"]) == ("2.14.1", "0.29.1", "13.0")
+    assert (stamp.torch, stamp.torchvision, stamp.torch_cuda) == ("2.14.1+cu130", "0.29.1", "13.0")
     # second run: a no-op that runs nothing
     again = run_step("env", context(matrix, prefix)[0])
     assert again.status == "up-to-date" and len(fake.calls) == 2
@@ -66,7 +51,7 @@ def test_failed_install_leaves_no_stamp_and_is_redone(matrix, tmp_path, monkeypa
     prefix = tmp_path / "env"
     monkeypatch.setattr(env_step, "stream", FakeStream(rc=1, fail_on="pip"))
     failed = run_step("env", context(matrix, prefix)[0])
-    assert failed.status == "failed" and not (prefix / env_step.STAMP).exists()
+    assert failed.status == "failed" and not env_stamp.path(prefix).exists()
     assert "left unstamped" in failed.output
     (prefix / "half-installed.txt").write_text("junk")
     fake = FakeStream()
@@ -81,8 +66,8 @@ def test_changed_lock_rebuilds(matrix, tmp_path, monkeypatch):
     prefix = tmp_path / "env"
     monkeypatch.setattr(env_step, "stream", FakeStream())
     run_step("env", context(matrix, prefix)[0])
-    stamp = json.loads((prefix / env_step.STAMP).read_text())
-    (prefix / env_step.STAMP).write_text(json.dumps({**stamp, "lock_sha256": "0" * 64}))
+    stamp = json.loads(env_stamp.path(prefix).read_text())
+    env_stamp.path(prefix).write_text(json.dumps({**stamp, "lock_sha256": "0" * 64}))
     assert run_step("env", context(matrix, prefix, dry=True)[0]).status == "planned"
 
 

@@ -5,7 +5,8 @@ import pytest
 from PIL import Image
 
 from dpdeploy.inenv import images
-from dpdeploy.inference.inputs import collect, split_specs, unique_stems
+from dpdeploy.inference.inputs import collect, split_specs
+from dpdeploy.inenv.outputs import unique_stems
 
 from . import bad_inputs
 

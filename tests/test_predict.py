@@ -115,7 +115,7 @@ def test_run_keeps_a_summary_and_marks_what_never_ran(tmp_path):
                     "error": "truncated or corrupt image: x"}),
     ]
     seen = []
-    summary = predict.Summary.start(req, skipped=["/p/notes.txt"])
+    summary = predict.start_summary(req, skipped=["/p/notes.txt"])
     predict.run(req, summary, tmp_path / "worker.log", on_event=seen.append, stream=canned_stream(lines, -9))
     assert [e["event"] for e in seen] == ["ready", "image", "image"]
     data = json.loads((tmp_path / "out" / "summary.json").read_text())
@@ -128,7 +128,7 @@ def test_run_keeps_a_summary_and_marks_what_never_ran(tmp_path):
 
 def test_fatal_marks_every_file_with_the_reason(tmp_path):
     req = request(tmp_path, inputs=["/p/a.jpg"])
-    summary = predict.Summary.start(req)
+    summary = predict.start_summary(req)
     predict.run(req, summary, tmp_path / "w.log",
                 stream=canned_stream([json.dumps({"event": "fatal", "error": "WorkerError: weights x not found"})], 3))
     assert summary.images[0]["error"] == "not processed: WorkerError: weights x not found" and not summary.success
@@ -136,7 +136,7 @@ def test_fatal_marks_every_file_with_the_reason(tmp_path):
 
 def test_all_ok_is_success(tmp_path):
     req = request(tmp_path, inputs=["/p/a.jpg"])
-    summary = predict.Summary.start(req)
+    summary = predict.start_summary(req)
     ok = json.dumps({"event": "image", "index": 1, "input": "/p/a.jpg", "stem": "a", "status": "ok", "instances": 0})
     predict.run(req, summary, tmp_path / "w.log", stream=canned_stream([ok], 0))
     assert summary.success and summary.ok == 1

@@ -30,7 +30,7 @@ def test_worker_on_samples_and_bad_inputs(tmp_path):
                           python=str(Path(ENV) / "bin" / "python"), weights="synthetic", vis=VIS,
                           config_dirs=[str(Path(SOURCE) / "projects" / "DensePose" / "configs")],
                           synthetic_cache=str(tmp_path / "synthetic.pth"))
-    summary = predict.run(req, predict.Summary.start(req), tmp_path / "worker.log")
+    summary = predict.run(req, predict.start_summary(req), tmp_path / "worker.log")
     assert summary.worker_exit == 1, predict.log_tail(tmp_path / "worker.log")   # some inputs are bad
     by_name = {Path(i["input"]).name: i for i in summary.images}
     for name, (status, *rest) in expect.items():

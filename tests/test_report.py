@@ -113,7 +113,7 @@ def test_failed_photo_and_prefers_the_predict_terminal(tmp_path):
     pred = tmp_path / "20260610-093000-predict"
     shutil.copytree(PREDICT, pred)
     summary = json.loads((pred / "predict" / "summary.json").read_text())
-    summary["inputs"][0].update(status="error", error="CUDA out of memory")
+    summary["images"][0].update(status="error", error="CUDA out of memory")
     (pred / "predict" / "summary.json").write_text(json.dumps(summary))
     (pred / "terminal.log").write_text("\x1b[31mpredict: 1 of 1 failed\x1b[0m\n")
     result = write(SETUP, pred, tmp_path / "out", formats=("md",))

@@ -11,15 +11,18 @@ from pathlib import Path
 
 import pytest
 
-from dpdeploy.build import wheels as builder, cache as wheelcache
+from dpdeploy import paths
+from dpdeploy.build import cache as wheelcache
+from dpdeploy.build import wheels as builder
 from dpdeploy.build.fatbin import Arch, compiled_archs
 from dpdeploy.plan.resolve import resolve
 from dpdeploy.plan.settings import resolve as settings
-from dpdeploy.steps import build
+from dpdeploy.build.wheels import compile_wheels
+from dpdeploy.envs.site import torch_info
 
 from .conftest import facts_fixture
 
-EXT = Path(__file__).resolve().parent / "ext"
+EXT = paths.TESTEXT_SOURCE
 PARTS = (builder.Project("dpdeploy-testext", ""),)
 CHECK = ("import json, torch, dpdeploy_testext._C as c; "
          "print(json.dumps({'file': c.__file__, 'out': c.add_one(torch.zeros(3)).tolist(), "
@@ -37,10 +40,10 @@ def plan_for(matrix, env, home, **values):
 
 def build_and_load(plan, env, home):
     log = Path(home) / "logs" / "testext.log"
-    fields = build.key_fields("testext", build.env_info(env), plan, "x86_64")
+    fields = wheelcache.key_fields("testext", torch_info(env), plan, "x86_64")
     key = wheelcache.cache_key(fields)
     wheels = wheelcache.store(Path(home) / "wheels", key, fields,
-                              lambda out: build.compile_wheels(plan, EXT, PARTS, out, log, print))
+                              lambda out: compile_wheels(plan, EXT, PARTS, out, log, print))
     builder.install_wheels(wheels, str(env / "bin" / "python"), log)
     done = subprocess.run([str(env / "bin" / "python"), "-c", CHECK], capture_output=True, text=True, cwd="/")
     assert done.returncode == 0, done.stderr

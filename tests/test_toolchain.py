@@ -4,6 +4,8 @@ from dataclasses import replace
 
 import pytest
 
+from dpdeploy.envs.site import EnvError
+
 from dpdeploy.build import toolchain
 from dpdeploy.plan.resolve import resolve
 from dpdeploy.plan.settings import resolve as settings
@@ -79,7 +81,7 @@ def test_assemble_cuda_home_without_wheels(tmp_path):
     (tmp_path / "env" / "lib" / "python3.11" / "site-packages").mkdir(parents=True)
     with pytest.raises(toolchain.ToolchainError, match="toolchain wheels are missing.*invoke env"):
         toolchain.assemble_cuda_home(tmp_path / "env", tmp_path / "env" / "cuda")
-    with pytest.raises(toolchain.ToolchainError, match="no site-packages"):
+    with pytest.raises(EnvError, match="no site-packages"):
         toolchain.assemble_cuda_home(tmp_path / "nothing", tmp_path / "cuda")
 
 

@@ -18,7 +18,8 @@ import pytest
 
 from dpdeploy.inference import weights as w
 from dpdeploy.plan.settings import resolve as resolve_settings
-from dpdeploy.steps import StepContext
+from dpdeploy.plan import matrix as matrix_mod
+from dpdeploy.steps.context import StepContext
 from dpdeploy.steps import weights as weights_step
 
 PAYLOAD = os.urandom(3 * w.CHUNK + 12345)  # several read chunks, not a multiple of one
@@ -239,8 +240,8 @@ def test_disk_full_keeps_the_part_file_and_no_final_file(server, tmp_path, monke
 
 def step_ctx(home, lines, **settings) -> StepContext:
     """The weights step reads only plan.home from the plan."""
-    return StepContext(SimpleNamespace(home=str(home)), None, resolve_settings(settings, env={}), None,
-                       echo=lines.append)
+    return StepContext(SimpleNamespace(home=str(home)), None, resolve_settings(settings, env={}), matrix_mod.load(),
+                       None, echo=lines.append)
 
 
 def test_step_skips_loudly_when_the_weights_cannot_be_reached(tmp_path):

@@ -14,7 +14,9 @@ import tempfile
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional
 
+from dpdeploy.envs.site import TorchInfo
 from dpdeploy.fsutil import sha256_file
+from dpdeploy.plan.resolve import Plan
 
 MANIFEST = "manifest.json"
 # Bump when the build recipe changes in a way that changes the wheels (compile flags,
@@ -22,12 +24,18 @@ MANIFEST = "manifest.json"
 RECIPE = 1
 
 
+def key_fields(identity: str, torch: TorchInfo, plan: Plan, machine: str) -> dict[str, Any]:
+    """What makes two builds' wheels interchangeable (``cache_key`` adds the recipe version)."""
+    return {"source": identity, "python": torch.python, "torch": torch.torch, "torch_cuda": torch.torch_cuda,
+            "machine": machine, "force_cuda": plan.force_cuda,
+            "arch_list": plan.torch_cuda_arch_list if plan.force_cuda else ""}
+
+
 def cache_key(fields: Mapping[str, Any]) -> str:
     """A readable, collision-safe folder name for the key fields."""
     blob = json.dumps({**fields, "recipe": RECIPE}, sort_keys=True).encode()
     ident = str(fields.get("source", "src")).replace(":", "-")[:12]
     return f"{ident}-{hashlib.sha256(blob).hexdigest()[:16]}"
-
 
 
 def lookup(root: Path, key: str) -> Optional[list[Path]]:

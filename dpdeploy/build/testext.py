@@ -10,13 +10,14 @@ from pathlib import Path
 from typing import Callable
 
 from dpdeploy import paths
-from dpdeploy.build import wheels as builder, cache as wheelcache
+from dpdeploy.build import cache as wheelcache
+from dpdeploy.build import wheels
+from dpdeploy.envs.site import torch_info
 from dpdeploy.plan.resolve import Plan
 from dpdeploy.runner import run
-from dpdeploy.steps import build
 
 EXT = paths.TESTEXT_SOURCE
-PARTS = (builder.Project("dpdeploy-testext", ""),)
+PARTS = (wheels.Project("dpdeploy-testext", ""),)
 CHECK = ("import json, torch, dpdeploy_testext._C as c; "
          "print(json.dumps({'file': c.__file__, 'out': c.add_one(torch.zeros(3)).tolist(), "
          "'cuda_op': hasattr(c, 'add_one_cuda')}))")
@@ -30,12 +31,12 @@ def build_and_load(plan: Plan, machine: str, log: Path, echo: Callable[[str], No
     """Build (or reuse from ``<home>/cache/wheels``), install into ``plan.prefix``, load, call."""
     prefix = Path(plan.prefix)
     python = str(prefix / "bin" / "python")
-    fields = build.key_fields("dpdeploy-testext", build.env_info(prefix), plan, machine)
+    fields = wheelcache.key_fields("dpdeploy-testext", torch_info(prefix), plan, machine)
     key = wheelcache.cache_key(fields)
     log.parent.mkdir(parents=True, exist_ok=True)
-    wheels = wheelcache.store(Path(plan.home) / "cache" / "wheels", key, fields,
-                              lambda out: build.compile_wheels(plan, EXT, PARTS, out, log, echo))
-    builder.install_wheels(wheels, python, log)
+    built = wheelcache.store(Path(plan.home) / "cache" / "wheels", key, fields,
+                              lambda out: wheels.compile_wheels(plan, EXT, PARTS, out, log, echo))
+    wheels.install_wheels(built, python, log)
     done = run([python, "-c", CHECK], timeout=300, cwd="/")
     if done is None or not done.ok:
         raise ExtensionError(f"dpdeploy_testext does not load in {prefix}: "
@@ -44,4 +45,4 @@ def build_and_load(plan: Plan, machine: str, log: Path, echo: Callable[[str], No
     if loaded["out"] != [1.0, 1.0, 1.0] or loaded["cuda_op"] != plan.force_cuda:
         raise ExtensionError(f"dpdeploy_testext computed {loaded['out']} (cuda op: {loaded['cuda_op']}); "
                            f"expected [1.0, 1.0, 1.0] (cuda op: {plan.force_cuda})")
-    return {"key": key, "wheels": [w.name for w in wheels], **loaded}
+    return {"key": key, "wheels": [w.name for w in built], **loaded}

@@ -11,6 +11,7 @@ import tempfile
 from pathlib import Path
 from typing import Mapping, Optional
 
+from dpdeploy.envs.site import site_packages
 from dpdeploy.plan.resolve import Plan
 
 
@@ -25,15 +26,6 @@ LINKED_DIRS = ("bin", "include", "nvvm", "lib")
 # Only lib/libcudart.so.13 ships; torch links `-lcudart` from $CUDA_HOME/lib64 when that
 # directory exists (torch.utils.cpp_extension.library_paths), so lib64 gets an unversioned link.
 CUDART = "libcudart.so.13"
-
-
-def site_packages(prefix: str | Path) -> Path:
-    """The env's site-packages (a venv has exactly one lib/pythonX.Y)."""
-    found = sorted(Path(prefix).glob("lib/python3.*/site-packages"))
-    if not found:
-        raise ToolchainError(f"no site-packages under {prefix}/lib: is {prefix} a Python env? "
-                             "(next: run `invoke env` first)")
-    return found[-1]
 
 
 def _wanted_links(cu13: Path) -> dict[str, Path]:

@@ -6,6 +6,7 @@ unpinned ``detectron2@git+https://...`` that would replace the pinned build.
 """
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import tempfile
@@ -14,7 +15,9 @@ from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
 from dpdeploy import runner
+from dpdeploy.build import toolchain
 from dpdeploy.fsutil import replace_tree
+from dpdeploy.plan.resolve import Plan
 
 # DensePose's model configs inside the env (its wheel does not carry them): predict and the
 # smoke tests find them there when the env travels without the source (a container image).
@@ -92,3 +95,24 @@ def log_tail(log: Path, lines: int = 40) -> str:
         return "\n".join(log.read_text(encoding="utf-8", errors="replace").splitlines()[-lines:])
     except OSError:
         return ""
+
+
+def compile_env(plan: Plan, home: Path, base: Mapping[str, str] = os.environ) -> dict[str, str]:
+    """The compile environment, with ccache wrappers when ccache is installed."""
+    ccache = shutil.which("ccache", path=base.get("PATH"))
+    cc = cxx = None
+    if ccache:
+        cc, cxx = toolchain.ccache_wrappers(ccache, plan.toolchain.cc, plan.toolchain.cxx, home / "cache" / "ccache-bin")
+    env = toolchain.compile_env(plan, base, cc, cxx)
+    if ccache:
+        env["CCACHE_BASEDIR"] = tempfile.gettempdir()  # builds run in temp copies: hash relative paths
+    return env
+
+
+def compile_wheels(plan: Plan, tree: Path, parts: Sequence[Project], out: Path, log: Path,
+                   echo: Callable[[str], None]) -> list[Path]:
+    """Toolchain first (CUDA_HOME from the PyPI wheels when planned), then pip wheel each part."""
+    if plan.force_cuda and plan.toolchain.cuda_source == "pypi":
+        toolchain.assemble_cuda_home(plan.prefix, plan.toolchain.cuda_home)
+    env = compile_env(plan, Path(plan.home))
+    return build_wheels(tree, parts, str(Path(plan.prefix) / "bin" / "python"), env, out, log, echo)

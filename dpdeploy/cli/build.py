@@ -1,11 +1,10 @@
 """`invoke build`: detectron2 + DensePose at the pinned commit, into the plan's env."""
 from invoke import Exit, task
 
-from dpdeploy.ui import render
-from dpdeploy.records.run import RunRecord
-from dpdeploy.steps import StepContext, run_step
 from dpdeploy.cli import common
 from dpdeploy.cli.plan import PLAN_HELP
+from dpdeploy.steps import pipeline
+from dpdeploy.ui import render
 
 
 @task(help={
@@ -23,14 +22,12 @@ def build(c, source: str = "", allow_unpinned: bool = False, dry: bool = False, 
         s = common.settings(c, source=source, allow_unpinned=allow_unpinned or None, facts=facts, profile=profile,
                             arch_list=arch_list, prefix=prefix, max_jobs=max_jobs)
         found, resolved = common.plan(s)
-        record = None if dry else RunRecord.create(resolved.home, "build")
-        echo = (lambda line: None) if json else print
-        result = run_step("build", StepContext(resolved, found, s, record, dry, echo))
-        if record:
-            record.add_step(result)
-        if json:
-            print(render.to_json(result))
-        else:
-            print(f"build: {result.status} ({result.duration_s:.1f}s): {result.output}")
-        if not result.ok:
-            raise Exit(code=1)
+        done = pipeline.run(found, resolved, s, common.load_matrix(s), kind="build", only=("build",), dry=dry,
+                            echo=(lambda line: None) if json else print)
+    [result] = done.steps
+    if json:
+        print(render.to_json(result))
+    else:
+        print(f"build: {result.status} ({result.duration_s:.1f}s): {result.output}")
+    if not result.ok:
+        raise Exit(code=1)

@@ -12,7 +12,7 @@ from dpdeploy.ui import render
 from dpdeploy.host.facts import Facts, FactsError
 from dpdeploy.envs.lockfile import LockError
 from dpdeploy.plan.matrix import Matrix, MatrixError
-from dpdeploy.plan.resolve import Plan, PlanError, resolve
+from dpdeploy.plan.resolve import STEP_NAMES, Plan, PlanError, resolve
 from dpdeploy.inference.predict import PredictError
 from dpdeploy.host.probe import load_nvml, probe
 from dpdeploy.plan.settings import Settings, SettingsError, resolve as resolve_settings
@@ -35,6 +35,15 @@ def facts(s: Settings) -> Facts:
 
 def load_matrix(s: Settings) -> Matrix:
     return matrix_mod.load(s.matrix)
+
+
+def step_names(only: str) -> tuple[str, ...]:
+    """`--only env,build` as step names; an unknown name is refused before anything runs."""
+    names = tuple(n.strip() for n in only.split(",") if n.strip())
+    unknown = sorted(set(names) - set(STEP_NAMES))
+    if unknown:
+        raise SettingsError(f"--only {only}: unknown step {', '.join(unknown)}; the steps are {', '.join(STEP_NAMES)}")
+    return names
 
 
 def plan(s: Settings) -> tuple[Facts, Plan]:

@@ -3,11 +3,10 @@ import time
 
 from invoke import Exit, task
 
-from dpdeploy.ui import render
-from dpdeploy.records.run import RunRecord
-from dpdeploy.steps import StepContext, run_step
-from dpdeploy.steps.env import quick_check
 from dpdeploy.cli import common
+from dpdeploy.steps import pipeline
+from dpdeploy.steps.env import quick_check
+from dpdeploy.ui import render
 
 
 @task(help={
@@ -28,16 +27,9 @@ def env(c, dry: bool = False, json: bool = False, profile: str = "", prefix: str
         result = None if facts else quick_check(s, s.home_path)
         if result is None:
             found, plan = common.plan(s)
-            record = None if dry else RunRecord.create(plan.home, "env")
-            if record:
-                record.write("facts", found)
-                record.write("plan", plan)
-            echo = (lambda line: None) if json else print
-            if not json:
-                echo(f"==> env: {plan.profile} at {plan.prefix}")
-            result = run_step("env", StepContext(plan, found, s, record, dry, echo))
-            if record:
-                record.add_step(result)
+            done = pipeline.run(found, plan, s, common.load_matrix(s), kind="env", only=("env",), dry=dry,
+                                echo=(lambda line: None) if json else print)
+            [result] = done.steps
         result.duration_s = round(time.monotonic() - start, 3)
     if json:
         print(render.to_json(result))

@@ -3,7 +3,7 @@ from invoke import Exit, task
 
 from dpdeploy.inference import predict as engine
 from dpdeploy.ui import render
-from dpdeploy.inference.inputs import DEFAULT_MAX_SIZE, DEFAULT_VIS, VISUALIZERS
+from dpdeploy.inenv.outputs import DEFAULT_MAX_SIZE, DEFAULT_VIS, VISUALIZERS
 from dpdeploy.records.run import RunRecord
 from dpdeploy.cli import common
 
@@ -48,7 +48,7 @@ def predict(c, inputs: str, out: str = "", vis: str = ",".join(DEFAULT_VIS), mod
             record_folder=new_record)
     record = records[0]
     engine.write_command(record.folder, engine.typed_command(), req)
-    summary = engine.Summary.start(req, skipped, run=str(record.folder), command=" ".join(engine.typed_command()))
+    summary = engine.start_summary(req, skipped, run=str(record.folder), command=" ".join(engine.typed_command()))
     log = record.log_path("worker")
     with PredictView(record.folder / "terminal.log", to_stderr=json) as view:
         view.header(req, skipped)

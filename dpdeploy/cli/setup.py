@@ -1,14 +1,14 @@
 """`invoke setup`: the whole deployment, planned first, then each step."""
-from invoke import Exit, task
-
 import contextlib
 
-from dpdeploy.ui import render
-from dpdeploy.records.run import RunRecord
-from dpdeploy.steps.pipeline import setup as run_setup
-from dpdeploy.records.terminal import capture, command_line
+from invoke import Exit, task
+
 from dpdeploy.cli import common
 from dpdeploy.cli.plan import PLAN_HELP
+from dpdeploy.records.run import RunRecord
+from dpdeploy.records.terminal import capture, command_line
+from dpdeploy.steps import pipeline
+from dpdeploy.ui import render
 
 
 @task(help={
@@ -31,8 +31,8 @@ def setup(c, dry: bool = False, json: bool = False, facts: str = "", profile: st
             if not json:
                 print(render.plan_text(resolved) + "\n")
             echo = (lambda line: None) if json else print
-            result = run_setup(found, resolved, s, dry=dry, only=tuple(filter(None, only.split(","))),
-                               echo=echo, record=record)
+            result = pipeline.run(found, resolved, s, common.load_matrix(s), only=common.step_names(only),
+                                  dry=dry, echo=echo, record=record)
             if json:
                 print(render.to_json(result))
             elif result.record:

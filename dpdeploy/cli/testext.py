@@ -3,14 +3,14 @@ import sys
 
 from invoke import Exit, task
 
-from dpdeploy.build import wheels as builder
-from dpdeploy.ui import render
-from dpdeploy.records.run import RunRecord
-from dpdeploy.steps.build import BuildRefused
 from dpdeploy.build.testext import ExtensionError, build_and_load
 from dpdeploy.build.toolchain import ToolchainError
+from dpdeploy.build.wheels import BuildError
 from dpdeploy.cli import common
 from dpdeploy.cli.plan import PLAN_HELP
+from dpdeploy.envs.site import EnvError
+from dpdeploy.records.run import RunRecord
+from dpdeploy.ui import render
 
 
 @task(help={"json": "Print the result as JSON.", "profile": PLAN_HELP["profile"], "arch_list": PLAN_HELP["arch_list"],
@@ -23,7 +23,7 @@ def testext(c, json: bool = False, profile: str = "", arch_list: str = "", prefi
     record = RunRecord.create(plan.home, "testext")
     try:
         result = build_and_load(plan, found.machine, record.log_path("testext"), (lambda line: None) if json else print)
-    except (BuildRefused, ToolchainError, ExtensionError, builder.BuildError) as exc:
+    except (EnvError, ToolchainError, ExtensionError, BuildError) as exc:
         print(render.error_text(exc), file=sys.stderr)
         raise Exit(code=1) from None
     print(render.to_json(result) if json else f"testext: ok: {result['key']}; add_one -> {result['out']}, "

@@ -5,7 +5,6 @@ Commands run only through the injected runner; a missing env is a finding, never
 """
 from __future__ import annotations
 
-import json
 import os
 import re
 from dataclasses import asdict, dataclass
@@ -17,10 +16,12 @@ from dpdeploy.host.facts import Facts, Gpu
 from dpdeploy.plan.matrix import Matrix, version_tuple
 from dpdeploy.plan.resolve import Plan, max_jobs_for
 from dpdeploy.host.probe import parse_nvcc_version
+from dpdeploy.records import build_stamp
+from dpdeploy.records.build_stamp import BuildStamp
+from dpdeploy.records.schema import RecordError
 from dpdeploy.runner import Runner, run
 
 STATUSES = ("ok", "warn", "fail", "skip")
-BUILD_STAMP = ".dpdeploy-build.json"
 IMPORT_PROBE = "import detectron2, densepose; print(detectron2.__version__)"
 
 
@@ -46,13 +47,13 @@ def env_missing(name: str, prefix: str, status: str = "warn") -> Check:
                  "the deployed environment is checked only once it exists", "invoke env")
 
 
-def read_build_stamp(prefix: str) -> Optional[dict]:
-    """The build step's stamp (detectron2 commit, arch list, compiled archs), or None."""
+def read_build_stamp(prefix: str) -> tuple[Optional[BuildStamp], list[Check]]:
+    """The build step's stamp (None before a build), and a failed check when it is unreadable."""
     try:
-        data = json.loads((Path(prefix) / BUILD_STAMP).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
+        return build_stamp.read(prefix), []
+    except RecordError as err:
+        return None, [Check("build-stamp", "fail", str(err), "the build stamp records what was compiled",
+                            build_stamp.NEXT)]
 
 
 # --- compiled archs vs GPUs (pure) ----------------------------------------------------------
@@ -87,21 +88,23 @@ def runs_on(cc: str, sass: set, ptx: set) -> bool:
     return any(m == major and n <= minor for m, n in sass) or any((m, n) <= (major, minor) for m, n in ptx)
 
 
-def arch_check(stamp: Optional[dict], gpus: Iterable[Gpu], is_cuda: bool, name: str = "compiled-archs") -> Check:
+def arch_check(stamp: Optional[BuildStamp], gpus: Iterable[Gpu], is_cuda: bool, name: str = "compiled-archs") -> Check:
     gpus = list(gpus)
+    built = f"compiled archs: {stamp.archs_text()}" if stamp else "detectron2 not built yet"
     if not is_cuda:
-        return Check(name, "ok", "CPU profile: detectron2 has no CUDA kernels to match")
+        return Check(name, "ok", f"CPU profile ({built}): no CUDA kernels to match")
     if not gpus:
-        return Check(name, "ok", "no GPU on this host: nothing to match the compiled archs against")
+        return Check(name, "ok", f"no GPU on this host ({built}): nothing to match the compiled archs against")
     if stamp is None:
-        return Check(name, "skip", f"no build stamp ({BUILD_STAMP}): detectron2 not built yet", next="invoke build")
-    compiled = stamp.get("compiled_archs")
-    if not compiled:
-        return Check(name, "warn", "the build stamp records no compiled_archs",
-                     "without them the GPU coverage cannot be checked", "invoke build")
-    sass, ptx = parse_archs(compiled if isinstance(compiled, list) else [compiled])
+        return Check(name, "skip", f"no build stamp ({build_stamp.FILE}): detectron2 not built yet", next="invoke build")
+    if not stamp.force_cuda:
+        return Check(name, "fail", "detectron2 was built without CUDA (a CPU build) on a host with GPUs",
+                     "DensePose runs on the CPU only; CUDA calls fail with 'not compiled with GPU support'",
+                     "invoke plan && invoke build")
+    compiled = stamp.compiled_archs
+    sass, ptx = parse_archs(compiled)
     missing = [g for g in gpus if not runs_on(g.compute_capability, sass, ptx)]
-    shown = ", ".join(compiled) if isinstance(compiled, list) else str(compiled)
+    shown = stamp.archs_text()
     if missing:
         names = ", ".join(f"GPU {g.index} {g.name} (sm_{g.compute_capability.replace('.', '')})" for g in missing)
         return Check(name, "fail", f"_C has no kernels for {names}",
@@ -218,11 +221,13 @@ def run_checks(facts: Facts, plan: Plan, matrix: Matrix, runner: Runner = run,
                env: Mapping[str, str] = os.environ) -> list[Check]:
     """All live checks, in a fixed order."""
     profile = matrix.profile(plan.profile)
+    stamp, stamp_problems = read_build_stamp(plan.prefix)
     return [
         driver_check(facts, plan, matrix),
         nvcc_check(facts, plan, runner, env),
         gcc_check(facts, plan),
-        arch_check(read_build_stamp(plan.prefix), facts.gpus, profile.is_cuda),
+        *stamp_problems,
+        arch_check(stamp, facts.gpus, profile.is_cuda),
         import_check(plan.prefix, runner),
         disk_check(facts, plan, matrix),
         memory_check(facts, plan, matrix),

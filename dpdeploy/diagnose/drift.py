@@ -16,11 +16,13 @@ from typing import Any, Optional
 from packaging.markers import InvalidMarker, Marker
 
 from dpdeploy import paths
-from dpdeploy.diagnose.checks import BUILD_STAMP, Check, arch_check, env_missing, env_python, read_build_stamp
+from dpdeploy.diagnose.checks import Check, arch_check, env_missing, env_python, read_build_stamp
 from dpdeploy.host.facts import Facts
 from dpdeploy.fsutil import sha256_file
 from dpdeploy.plan.matrix import Matrix
 from dpdeploy.plan.resolve import Plan
+from dpdeploy.records import build_stamp
+from dpdeploy.records.build_stamp import BuildStamp
 from dpdeploy.runner import Runner, run
 
 LOCKS_DIR = paths.LOCKS
@@ -168,11 +170,11 @@ def packages_checks(prefix: str, lock_path: Path, runner: Runner = run) -> list[
     return checks
 
 
-def commit_check(stamp: Optional[dict], matrix: Matrix, prefix: str) -> Check:
+def commit_check(stamp: Optional[BuildStamp], matrix: Matrix, prefix: str) -> Check:
     if stamp is None:
-        return Check("detectron2-commit", "fail", f"no build stamp at {Path(prefix) / BUILD_STAMP}",
+        return Check("detectron2-commit", "fail", f"no build stamp at {build_stamp.path(prefix)}",
                      "detectron2 was not built by dpdeploy in this env", "invoke build")
-    commit = stamp.get("detectron2_commit") or stamp.get("commit")
+    commit = stamp.commit
     if commit != matrix.d2_commit:
         return Check("detectron2-commit", "fail", f"detectron2 {str(commit)[:12]} built, matrix pins {matrix.d2_commit[:12]}",
                      "the env was built from another detectron2 commit than env/matrix.yml pins", "invoke build")
@@ -241,7 +243,8 @@ def verify(facts: Facts, plan: Plan, matrix: Matrix, lock_path: Optional[Path] =
         return result
     result.checks.append(Check("env", "ok", f"env at {plan.prefix}"))
     result.checks += packages_checks(plan.prefix, lock, runner)
-    stamp = read_build_stamp(plan.prefix)
+    stamp, problems = read_build_stamp(plan.prefix)
+    result.checks += problems
     result.checks.append(commit_check(stamp, matrix, plan.prefix))
     result.checks.append(arch_check(stamp, facts.gpus, plan.cuda is not None))
     result.checks.append(weights_check(Path(plan.home) / "cache" / "weights", matrix))

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from dpdeploy.inference.inputs import DEFAULT_MAX_SIZE
+from dpdeploy.inenv.outputs import DEFAULT_MAX_SIZE
 
 EXIF_ORIENTATION = 0x0112   # EXIF tag 274
 

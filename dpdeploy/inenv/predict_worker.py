@@ -26,8 +26,8 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from dpdeploy.fsutil import atomic_write_bytes, atomic_write_json
-from dpdeploy.inference.inputs import DEFAULT_MAX_SIZE, DEFAULT_VIS, VISUALIZERS, unique_stems
-from dpdeploy.inenv import images
+from dpdeploy.inenv.outputs import DEFAULT_MAX_SIZE, DEFAULT_VIS, VISUALIZERS, unique_stems
+from dpdeploy.inenv import config, images
 
 FATAL_EXIT = 3
 
@@ -88,19 +88,6 @@ def emit(event: dict[str, Any]) -> None:
 
 # --- inside the env: detectron2 / DensePose --------------------------------------------------
 
-def load_cfg(config_path: str | Path, overrides: Sequence[str] = ()):
-    """DensePose's config: detectron2's defaults + add_densepose_config + the model's yaml."""
-    from densepose import add_densepose_config
-    from detectron2.config import get_cfg
-
-    cfg = get_cfg()
-    add_densepose_config(cfg)
-    cfg.merge_from_file(str(config_path))
-    if overrides:
-        cfg.merge_from_list(list(overrides))
-    return cfg
-
-
 class Model:
     """DefaultPredictor + DensePose's visualizers and extractors, made once per run."""
 
@@ -123,7 +110,7 @@ class Model:
         opts = ["MODEL.ROI_HEADS.SCORE_THRESH_TEST", str(args.min_score), "MODEL.DEVICE", args.device]
         if args.max_detections > 0:
             opts += ["TEST.DETECTIONS_PER_IMAGE", str(args.max_detections)]
-        cfg = load_cfg(self.config, opts)
+        cfg = config.load(self.config, opts)
         self.notes: list[str] = []
         if args.weights == "synthetic":
             from dpdeploy.inenv import synthetic

@@ -97,9 +97,9 @@ def main(argv=None) -> int:
     parser.add_argument("--config", required=True, help="DensePose config yaml (projects/DensePose/configs/...)")
     parser.add_argument("--out", required=True, help="checkpoint file to write (.pth)")
     args = parser.parse_args(argv)
-    from dpdeploy.inenv.predict_worker import load_cfg
+    from dpdeploy.inenv.config import load
 
-    print(save(build(load_cfg(args.config)), args.out))
+    print(save(build(load(args.config)), args.out))
     return 0
 
 

@@ -11,15 +11,17 @@ import json
 import os
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
 from dpdeploy import paths
 from dpdeploy import runner
 from dpdeploy.build.wheels import ENV_CONFIGS
-from dpdeploy.fsutil import atomic_write_json, atomic_write_text
-from dpdeploy.inference.inputs import DEFAULT_MAX_SIZE, DEFAULT_VIS, VISUALIZERS, unique_stems
+from dpdeploy.fsutil import atomic_write_text
+from dpdeploy.records import predict_summary
+from dpdeploy.records.predict_summary import PredictSummary
+from dpdeploy.inenv.outputs import DEFAULT_MAX_SIZE, DEFAULT_VIS, VISUALIZERS, unique_stems
 
 REPO_ROOT = paths.ROOT
 SYNTHETIC = "synthetic"
@@ -140,79 +142,19 @@ def parse_event(line: str) -> Optional[dict[str, Any]]:
     return event if isinstance(event, dict) and "event" in event else None
 
 
-@dataclass
-class Summary:
-    """predict/summary.json: one entry per input, in input order."""
-
-    model: str
-    weights: str
-    weights_kind: str
-    device: str
-    out: str
-    images: list[dict[str, Any]]
-    skipped: list[str] = field(default_factory=list)
-    run: str = ""
-    command: str = ""
-    config: str = ""
-    model_load_s: Optional[float] = None
-    seconds: float = 0.0
-    worker_exit: Optional[int] = None
-    fatal: str = ""
-    notes: list[str] = field(default_factory=list)
-
-    @classmethod
-    def start(cls, req: Request, skipped: Sequence[str] = (), run: str = "", command: str = "") -> "Summary":
-        images = [{"input": p, "stem": s, "status": "pending"} for p, s in zip(req.inputs, unique_stems(req.inputs))]
-        return cls(req.model, req.weights, req.weights_kind, req.device, req.out, images, list(skipped), run, command)
-
-    @property
-    def ok(self) -> int:
-        return sum(1 for i in self.images if i["status"] == "ok")
-
-    @property
-    def failed(self) -> int:
-        return sum(1 for i in self.images if i["status"] == "error")
-
-    @property
-    def success(self) -> bool:
-        return self.worker_exit == 0 and self.failed == 0 and not self.fatal
-
-    def apply(self, event: dict[str, Any]) -> None:
-        kind = event["event"]
-        if kind == "ready":
-            self.config, self.weights = event.get("config", ""), event.get("weights", self.weights)
-            self.model_load_s = event.get("load_s")
-            self.notes.extend(event.get("notes", []))
-        elif kind == "fatal":
-            self.fatal = event.get("error", "the worker failed")
-        elif kind == "image":
-            index = int(event["index"]) - 1
-            if 0 <= index < len(self.images):
-                entry = {"input": event.get("input"), "stem": event.get("stem"), "status": event.get("status", "error")}
-                for key in ("error", "instances", "notes", "timings"):
-                    if key in event:
-                        entry[key] = event[key]
-                self.images[index] = entry
-
-    def finish(self, exit_code: int, seconds: float) -> None:
-        """Inputs the worker never reported become errors that say why."""
-        self.worker_exit, self.seconds = exit_code, round(seconds, 3)
-        why = self.fatal or f"the worker exited with status {exit_code} before this file"
-        for entry in self.images:
-            if entry["status"] == "pending":
-                entry.update(status="error", error=f"not processed: {why}")
-
-    def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "ok": self.ok, "failed": self.failed, "success": self.success}
+def start_summary(req: Request, skipped: Sequence[str] = (), run: str = "", command: str = "") -> PredictSummary:
+    """The summary before the worker starts: every input pending."""
+    images = [{"input": p, "stem": s, "status": "pending"} for p, s in zip(req.inputs, unique_stems(req.inputs))]
+    return PredictSummary(req.model, req.weights, req.weights_kind, req.device, req.out, images, list(skipped), run,
+                          command)
 
 
-def run(req: Request, summary: Summary, log_path: Path,
+def run(req: Request, summary: PredictSummary, log_path: Path,
         on_event: Callable[[dict[str, Any]], None] = lambda e: None,
-        stream: Callable[..., int] = runner.stream) -> Summary:
+        stream: Callable[..., int] = runner.stream) -> PredictSummary:
     """Run the worker; after every progress line update and rewrite summary.json."""
-    path = Path(req.out) / "summary.json"
     Path(req.out).mkdir(parents=True, exist_ok=True)
-    atomic_write_json(path, summary.to_dict())
+    predict_summary.write(req.out, summary)
 
     def line(text: str) -> None:
         event = parse_event(text)
@@ -220,13 +162,13 @@ def run(req: Request, summary: Summary, log_path: Path,
             return
         summary.apply(event)
         if event["event"] in ("image", "fatal", "ready"):
-            atomic_write_json(path, summary.to_dict())
+            predict_summary.write(req.out, summary)
         on_event(event)
 
     started = time.monotonic()
     code = stream(worker_command(req), log_path=str(log_path), env=worker_env(), echo=line)
     summary.finish(code, time.monotonic() - started)
-    atomic_write_json(path, summary.to_dict())
+    predict_summary.write(req.out, summary)
     return summary
 
 

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping, Any
 
+from dpdeploy.envs.site import site_packages_dirs
 from dpdeploy.fsutil import sha256_file
 
 
@@ -20,17 +21,9 @@ class Sample:
     sha256: str
 
 
-def site_packages(prefix: str | Path) -> list[Path]:
-    """The env's site-packages folders (lib/pythonX.Y/site-packages; lib64 too on some systems)."""
-    root = Path(prefix)
-    return sorted(p for p in [*root.glob("lib/python3*/site-packages"), *root.glob("lib64/python3*/site-packages")]
-                  if p.is_dir())
-
-
-
 def resolve(samples: Mapping[str, Mapping[str, Any]], prefix: str | Path) -> list[Sample]:
     """Every sample photo, verified; SampleError names the one that is missing or different."""
-    dirs = site_packages(prefix)
+    dirs = site_packages_dirs(prefix)
     found = []
     for name, entry in samples.items():
         module = entry.get("module", entry["package"])

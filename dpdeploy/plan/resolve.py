@@ -16,6 +16,7 @@ STEPS = (
     ("smoke", "run the smoke tests on the sample photos"),
     ("report", "write the deployment report"),
 )
+STEP_NAMES = tuple(name for name, _ in STEPS)
 
 
 class PlanError(Exception):

@@ -103,19 +103,16 @@ def _procedure(setup: Optional[RunData], predict: Optional[RunData], report_comm
 
 
 def _inputs(summary: dict) -> list[dict]:
-    return list(summary.get("inputs") or summary.get("images") or [])
+    return list(summary.get("images") or [])
 
 
 def _total(summary: dict) -> Optional[float]:
-    t = summary.get("total_s")
-    if t is None and isinstance(summary.get("timings"), dict):
-        t = summary["timings"].get("total_s")
+    t = summary.get("seconds")
     return float(t) if isinstance(t, (int, float)) else None
 
 
 def weights_kind(summary: dict) -> str:
-    w = summary.get("weights")
-    return summary.get("weights_kind") or (w.get("kind") if isinstance(w, dict) else None) or "unknown"
+    return summary.get("weights_kind") or "unknown"
 
 
 def _environment(setup: Optional[RunData], predict: Optional[RunData]) -> list[tuple[str, str]]:
@@ -178,10 +175,12 @@ def build(setup: Optional[RunData], predict: Optional[RunData], generated: str,
                 failures.append(Failure(f"step {s.get('name')}", f"step `{s.get('name')}` failed ({run.id})",
                                         run.log_tails.get(s.get("name"), "") or s.get("output", "")))
     summary = (predict.summary if predict else None) or {}
-    entries = {str(e.get("stem") or e.get("name")): e for e in _inputs(summary)}
+    entries = {str(e.get("stem")): e for e in _inputs(summary)}
     for stem, e in entries.items():
         if e.get("status") != "ok":
             failures.append(Failure(f"photo {stem}", f"predict failed on `{stem}`", e.get("error", "")))
+    for run in filter(None, (setup, predict)):
+        failures += [Failure(f"run {run.id}", f"unreadable record in run {run.id}", p) for p in run.problems]
     for suite in (setup.suites if setup else []) + (predict.suites if predict else []):
         for name, status, message in suite.cases:
             if status in ("failed", "error"):

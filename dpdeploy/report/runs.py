@@ -1,10 +1,9 @@
 """Read run folders (setup and predict) into plain data for the report; tolerant of gaps.
 
 A missing file is ``None`` / empty, never an exception: a failed or half-finished run still
-gets a report that says what is missing. Predict runs follow docs/internals.md, "Predict
-outputs"; ``summary.json`` keys read: ``inputs`` (or ``images``) = [{``stem``/``name``,
-``status``, ``error``, ``timings``}], ``device``, ``model``/``config``, ``weights_kind``
-(or ``weights.kind``), ``timings``/``total_s``.
+gets a report that says what is missing. The records are read through their modules
+(``dpdeploy.records.run``, ``dpdeploy.records.predict_summary``); one that is damaged or from
+another version becomes a problem the report shows (``RunData.problems``).
 """
 from __future__ import annotations
 
@@ -14,6 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
+from dpdeploy.records import predict_summary, run
+from dpdeploy.records.schema import RecordError
 from dpdeploy.records.terminal import COMMAND_NAME, LOG_NAME
 
 VISUALIZERS = ("input", "dp_contour", "dp_segm", "dp_u", "dp_v", "bbox", "side_by_side")
@@ -52,6 +53,7 @@ class RunData:
     photos: list[Photo] = field(default_factory=list)
     suites: list[Suite] = field(default_factory=list)
     log_tails: dict[str, str] = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)   # records that could not be read
 
     @property
     def id(self) -> str:
@@ -115,14 +117,25 @@ def _photos(folder: Path, wanted: tuple[str, ...]) -> list[Photo]:
     return photos
 
 
+def _record(read, folder: Path, problems: list[str]):
+    try:
+        return read(folder)
+    except RecordError as err:
+        problems.append(str(err))
+        return None
+
+
 def load(folder: str | Path, photos: tuple[str, ...] = ()) -> RunData:
     """Everything the report needs from one run folder; ``photos`` limits the photo stems."""
     folder = Path(folder)
-    steps = _json(folder / "steps.json") or []
+    problems: list[str] = []
+    steps = [s.to_dict() for s in _record(run.read_steps, folder, problems) or []]
+    result = _record(run.read_result, folder, problems)
+    summary = _record(predict_summary.read, folder / "predict", problems)
     tails = {}
     for step in steps:
-        if step.get("status") == "failed":
-            log = _text(folder / "logs" / f"{step.get('name')}.log")
+        if step["status"] == "failed":
+            log = _text(folder / "logs" / f"{step['name']}.log")
             if log:
                 tails[step["name"]] = tail(log)
     return RunData(
@@ -130,14 +143,15 @@ def load(folder: str | Path, photos: tuple[str, ...] = ()) -> RunData:
         facts=_json(folder / "facts.json"),
         plan=_json(folder / "plan.json"),
         steps=steps,
-        result=_json(folder / "result.json"),
+        result=result.__dict__ | {"ok": result.ok} if result else None,
         versions=_json(folder / "versions.json") or [],
         command=(_text(folder / COMMAND_NAME) or "").strip() or None,
         terminal=_text(folder / LOG_NAME),
-        summary=_json(folder / "predict" / "summary.json"),
+        summary=summary.to_dict() if summary else None,
         photos=_photos(folder, photos),
         suites=[s for p in sorted(folder.rglob("*.xml")) if "junit" in p.name for s in read_junit(p)],
         log_tails=tails,
+        problems=problems,
     )
 
 

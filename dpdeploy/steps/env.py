@@ -2,13 +2,12 @@
 
 A venv cannot be built elsewhere and renamed (its scripts hold absolute paths), so completion
 is marked last: the marker ``.dpdeploy-managed`` is written first (the prefix is ours), the
-stamp ``.dpdeploy-env.json`` last (the env is done). A prefix with the marker but no matching
+env stamp (``dpdeploy.records.env_stamp``) last (the env is done). A prefix with the marker but no matching
 stamp is removed and made again; a non-empty prefix without either is never touched.
 """
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import shutil
 import time
@@ -16,14 +15,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
-from dpdeploy.envs import conda as condaenv, lockfile as locks
+from dpdeploy.envs import conda as condaenv
+from dpdeploy.envs import lockfile as locks
+from dpdeploy.envs.site import EnvError, torch_info, torchvision_version
 from dpdeploy.fsutil import atomic_write_json
-from dpdeploy.plan.matrix import load as load_matrix, version_tuple
 from dpdeploy.host.network import Reach, reachable
+from dpdeploy.plan.matrix import load as load_matrix
+from dpdeploy.plan.matrix import version_tuple
+from dpdeploy.records import env_stamp
+from dpdeploy.records.env_stamp import EnvStamp
+from dpdeploy.records.run import StepResult
+from dpdeploy.records.schema import RecordError
 from dpdeploy.runner import stream
-from dpdeploy.steps import StepContext, StepResult
+from dpdeploy.steps.context import StepContext
 
-STAMP = ".dpdeploy-env.json"
 MARKER = ".dpdeploy-managed"
 LOG = ".dpdeploy-env.log"   # used when there is no run record
 
@@ -36,18 +41,18 @@ class Wanted:
     lock: str           # lock path as committed
     lock_sha256: str
     profile: str
-    python: str         # plan.python_version
+    python: str         # the interpreter version the plan chose (plan.python_version)
 
-    def matches(self, stamp: dict) -> bool:
-        return all(stamp.get(k) == v for k, v in
-                   (("kind", self.kind), ("lock_sha256", self.lock_sha256), ("profile", self.profile),
-                    ("python", self.python)))
+    def matches(self, stamp: EnvStamp) -> bool:
+        return (stamp.kind, stamp.lock_sha256, stamp.profile, stamp.python) == \
+            (self.kind, self.lock_sha256, self.profile, self.python)
 
 
-def read_stamp(prefix: Path) -> Optional[dict]:
+def read_stamp(prefix: Path) -> EnvStamp | None:
+    """The env's stamp; a damaged or outdated one counts as none (the env is redone)."""
     try:
-        return json.loads((prefix / STAMP).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        return env_stamp.read(prefix)
+    except RecordError:
         return None
 
 
@@ -58,7 +63,7 @@ def prefix_state(prefix: Path, wanted: Wanted) -> str:
     stamp = read_stamp(prefix)
     if stamp is not None and wanted.matches(stamp) and (prefix / "bin" / "python").exists():
         return "up-to-date"
-    if prefix.is_dir() and ((prefix / MARKER).is_file() or stamp is not None):
+    if prefix.is_dir() and ((prefix / MARKER).is_file() or env_stamp.path(prefix).is_file()):
         return "ours"
     return "foreign"
 
@@ -103,8 +108,7 @@ def _pip_commands(python: str, prefix: Path, lock_file: Path) -> list[list[str]]
 
 def run(ctx: StepContext, reach: Reach = reachable, which: Callable[[str], Optional[str]] = shutil.which) -> StepResult:
     """Create (or confirm) the env; never touches a prefix dpdeploy did not make."""
-    plan = ctx.plan
-    matrix = load_matrix(ctx.settings.matrix)
+    plan, matrix = ctx.plan, ctx.matrix
     profile = matrix.profile(plan.profile)
     prefix = Path(plan.prefix)
     try:
@@ -135,7 +139,7 @@ def run(ctx: StepContext, reach: Reach = reachable, which: Callable[[str], Optio
                           detail={"prefix": str(prefix), "lock_sha256": wanted.lock_sha256})
     if state == "foreign":
         return _refused(f"{prefix} exists and was not made by dpdeploy",
-                        f"it is not empty and has no {MARKER} or {STAMP}; dpdeploy never deletes what it did not make",
+                        f"it is not empty and has no {MARKER} or {env_stamp.FILE}; dpdeploy never deletes what it did not make",
                         "choose another --prefix, or move that directory away yourself", command)
     if ctx.dry:
         what = "remove the unfinished env and " if state == "ours" else ""
@@ -169,13 +173,17 @@ def _create(ctx: StepContext, prefix: Path, state: str, wanted: Wanted, commands
                               detail={"log": str(log), "returncode": rc})
     if conda:
         atomic_write_json(prefix / MARKER, {"made_by": "dpdeploy", "created": time.time()})
-    stamp = {"kind": wanted.kind, "lock": wanted.lock, "lock_sha256": wanted.lock_sha256, "profile": wanted.profile,
-             "python": wanted.python, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-             # what the hashed lock installed (read by the report's environment table)
-             "torch": ctx.plan.torch, "torchvision": ctx.plan.torchvision, "torch_cuda": ctx.plan.cuda}
-    atomic_write_json(prefix / STAMP, stamp)  # last: only a finished env carries it
+    try:
+        torch = torch_info(prefix)
+    except EnvError as err:
+        return StepResult("env", "failed", command, output=f"the lock installed no usable torch: {err}",
+                          detail={"log": str(log)})
+    stamp = EnvStamp(kind=wanted.kind, lock=wanted.lock, lock_sha256=wanted.lock_sha256, profile=wanted.profile,
+                     python=wanted.python, created=time.strftime("%Y-%m-%dT%H:%M:%S%z"), torch=torch.torch,
+                     torchvision=torchvision_version(prefix), torch_cuda=torch.torch_cuda)
+    env_stamp.write(prefix, stamp)  # last: only a finished env carries it
     return StepResult("env", "done", command, output=f"created {prefix} from {wanted.lock}",
-                      detail={"prefix": str(prefix), "log": str(log), **stamp})
+                      detail={"prefix": str(prefix), "log": str(log), **stamp.__dict__})
 
 
 def quick_check(settings, home: Path) -> Optional[StepResult]:
@@ -196,7 +204,7 @@ def quick_check(settings, home: Path) -> Optional[StepResult]:
     except locks.LockError:
         return None
     wanted = Wanted("conda" if settings.conda else "pip", str(path.relative_to(locks.ROOT)),
-                    hashlib.sha256(path.read_bytes()).hexdigest(), profile.name, stamp.get("python", ""))
+                    hashlib.sha256(path.read_bytes()).hexdigest(), profile.name, stamp.python)
     if prefix_state(prefix, wanted) != "up-to-date":
         return None
     return StepResult("env", "up-to-date", output=f"{prefix} matches {wanted.lock}",

@@ -1,21 +1,29 @@
-"""`setup`: facts -> plan -> steps, each recorded; stops at the first failed step."""
+"""The one way through the steps: ``invoke setup`` and the single-step tasks (``invoke env``,
+``invoke build``, ...) all run here, so every run record has the same shape: facts, plan,
+settings, steps.json, versions.json, result.json. Stops at the first failed step."""
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
-from typing import Callable, Optional
+from typing import Callable
 
 from dpdeploy.host.facts import Facts
+from dpdeploy.plan.matrix import Matrix
 from dpdeploy.plan.resolve import Plan
-from dpdeploy.records.run import RunRecord
 from dpdeploy.plan.settings import Settings
-from dpdeploy.steps import StepContext, StepResult, run_step
-from dpdeploy.records.versions import collect as collect_versions, to_dicts
+from dpdeploy.records import versions
+from dpdeploy.records.run import RunRecord, RunResult, StepResult
+from dpdeploy.steps import build, env, report, smoke, weights
+from dpdeploy.steps.context import StepContext, StepFn
+
+STEPS: dict[str, StepFn] = {"env": env.run, "build": build.run, "weights": weights.run, "smoke": smoke.run,
+                            "report": report.run}
 
 
 @dataclass
-class SetupResult:
+class PipelineResult:
     plan: Plan
-    record: Optional[RunRecord]
+    record: RunRecord | None
     steps: list[StepResult] = field(default_factory=list)
 
     @property
@@ -23,39 +31,53 @@ class SetupResult:
         return all(s.ok for s in self.steps)
 
     def to_dict(self) -> dict:
-        return {
-            "ok": self.ok,
-            "run": str(self.record.folder) if self.record else None,
-            "profile": self.plan.profile,
-            "steps": [s.to_dict() for s in self.steps],
-        }
+        return {"ok": self.ok, "run": str(self.record.folder) if self.record else None, "profile": self.plan.profile,
+                "steps": [s.to_dict() for s in self.steps]}
 
 
-def setup(facts: Facts, plan: Plan, settings: Settings, dry: bool = False,
-          only: tuple[str, ...] = (), echo: Callable[[str], None] = print,
-          record: Optional[RunRecord] = None) -> SetupResult:
-    """Run the plan's steps; ``record`` is created here unless the caller made it (to tee into it)."""
+def run_step(name: str, ctx: StepContext) -> StepResult:
+    """Run one step, timed."""
+    start = time.monotonic()
+    result = STEPS[name](ctx)
+    result.duration_s = round(result.duration_s or time.monotonic() - start, 3)
+    return result
+
+
+def run(facts: Facts, plan: Plan, settings: Settings, matrix: Matrix, *, kind: str = "setup",
+        only: tuple[str, ...] = (), dry: bool = False, echo: Callable[[str], None] = print,
+        record: RunRecord | None = None) -> PipelineResult:
+    """Run the plan's steps (``only``: a subset, in plan order); ``record`` is created here unless
+    the caller made it (to tee the terminal into it). A dry run writes nothing."""
     if record is None and not dry:
-        record = RunRecord.create(plan.home, "setup")
+        record = RunRecord.create(plan.home, kind)
+    result = PipelineResult(plan, record)
+    chosen = [s for s in plan.steps if not only or s.name in only]
+    outcome = RunResult(kind, "running", plan.profile, time.time(), steps=[s.name for s in chosen])
     if record:
         record.write("facts", facts)
         record.write("plan", plan)
         record.write("settings", dict(settings.values))
-    result = SetupResult(plan, record)
-    ctx = StepContext(plan, facts, settings, record, dry, echo)
-    for step in plan.steps:
-        if only and step.name not in only:
-            continue
-        echo(f"==> {step.name}: {step.summary}")
-        outcome = run_step(step.name, ctx)
-        echo(f"    {outcome.status} ({outcome.duration_s:.1f}s){': ' + outcome.output if outcome.output and outcome.status != 'done' else ''}")
-        result.steps.append(outcome)
+        record.write_result(outcome)
+    ctx = StepContext(plan, facts, settings, matrix, record, dry, echo)
+    try:
+        for step in chosen:
+            echo(f"==> {step.name}: {step.summary}")
+            done = run_step(step.name, ctx)
+            note = f": {done.output}" if done.output and done.status != "done" else ""
+            echo(f"    {done.status} ({done.duration_s:.1f}s){note}")
+            result.steps.append(done)
+            if record:
+                record.add_step(done)
+                # what is installed now (the stamps env/build wrote), read by the report step
+                record.write("versions", versions.to_dicts(versions.collect(plan.prefix, facts.to_dict())))
+            if not done.ok:
+                break
+        outcome.status = "done" if result.ok else "failed"
+    except BaseException as exc:   # Ctrl-C, SIGTERM as SystemExit, a crash: the record says so
+        outcome.status, outcome.error = "interrupted", f"{type(exc).__name__}: {exc}"
+        raise
+    finally:
+        outcome.ended = time.time()
         if record:
-            record.add_step(outcome)
-            # what is installed now (stamps written by env/build), read by the report step
-            record.write("versions", to_dicts(collect_versions(plan.prefix, facts.to_dict())))
-        if not outcome.ok:
-            break
-    if record:
-        record.write("result", result)
+            record.write_result(outcome)
     return result

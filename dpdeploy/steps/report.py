@@ -3,7 +3,8 @@ from __future__ import annotations
 
 from dpdeploy.report import ReportError, write
 from dpdeploy.report.runs import latest
-from dpdeploy.steps import StepContext, StepResult
+from dpdeploy.records.run import StepResult
+from dpdeploy.steps.context import StepContext
 
 
 def run(ctx: StepContext) -> StepResult:

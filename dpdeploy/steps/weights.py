@@ -6,16 +6,16 @@ or a full disk is a failure.
 """
 from __future__ import annotations
 
-from dpdeploy.plan import matrix as matrix_mod
 from dpdeploy.inference import weights as w
 from dpdeploy.ui.transfer import transfer_bar
-from dpdeploy.steps import StepContext, StepResult
+from dpdeploy.records.run import StepResult
+from dpdeploy.steps.context import StepContext
 
 UNAVAILABLE = "real weights unavailable ({reason}): smoke tests will run the pipeline check with a synthetic checkpoint"
 
 
 def run(ctx: StepContext) -> StepResult:
-    spec = w.ModelSpec.from_matrix(matrix_mod.load(ctx.settings.matrix))
+    spec = w.ModelSpec.from_matrix(ctx.matrix)
     source = ctx.settings.weights_from
     command = f"invoke weights --model {spec.name}" + (f" --from {source}" if source else "")
     if ctx.dry:

@@ -9,7 +9,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.markup import escape
 
-from dpdeploy.inference.predict import Request, Summary
+from dpdeploy.inference.predict import Request
+from dpdeploy.records.predict_summary import PredictSummary
 
 
 class PredictView:
@@ -68,7 +69,7 @@ class PredictView:
             if self.task is not None:
                 self.bar.update(self.task, advance=1, description=name)
 
-    def footer(self, summary: Summary, record: Path, log_tail: str = "") -> None:
+    def footer(self, summary: PredictSummary, record: Path, log_tail: str = "") -> None:
         self.bar.stop()
         if summary.worker_exit not in (0, 1) and log_tail:
             self.say(f"[red]the worker exited with status {summary.worker_exit}; its last output:[/]")

@@ -104,18 +104,25 @@ def _check_lines(checks) -> list[str]:
     return out
 
 
+def finding_lines(findings) -> list[str]:
+    """Each doctor finding as the user reads it: title, the log line, cause, next command, source."""
+    out = []
+    for f in findings:
+        out += [f"  [{_MARK[f.level]}] {f.id}: {f.title}",
+                f"         line {f.line_no}: {f.line[:200]}",
+                f"         why:  {f.cause}",
+                f"         next: {f.fix}",
+                f"         see:  {f.source}"]
+    return out
+
+
 def doctor_text(report) -> str:
     out = [bold("Checks")] + (_check_lines(report.checks) or ["  (none)"])
     if report.log is not None:
         out += ["", bold(f"Log {report.log}")]
         if not report.findings:
             out += ["  no known failure signature found"]
-        for f in report.findings:
-            out += [f"  [{_MARK[f.level]}] {f.id}: {f.title}",
-                    f"         line {f.line_no}: {f.line[:200]}",
-                    f"         why:  {f.cause}",
-                    f"         next: {f.fix}",
-                    f"         see:  {f.source}"]
+        out += finding_lines(report.findings)
     out += ["", "doctor: " + ("no failures found" if report.ok else "failures found (exit 1)")]
     return "\n".join(out)
 

@@ -1,0 +1,38 @@
+"""The per-image output contract shared by the predict parent and the in-env worker: visualizer
+names, the default input size, and safe, unique output folder names. Standard library only."""
+from __future__ import annotations
+
+import re
+import unicodedata
+from pathlib import Path
+from typing import Sequence
+
+# Visualizer names as in DensePose's apply_net.py (ShowAction.VISUALIZERS): the chart-based ones.
+VISUALIZERS = ("dp_contour", "dp_segm", "dp_u", "dp_v", "bbox")
+DEFAULT_VIS = ("dp_contour", "bbox")
+# Longest image side fed to the model. The R-CNN resizes to at most 1333 px itself
+# (detectron2 INPUT.MAX_SIZE_TEST); larger inputs only cost decoding and drawing time.
+DEFAULT_MAX_SIZE = 2048
+
+
+def safe_stem(name: str) -> str:
+    """A file name reduced to ASCII letters, digits, '-', '_' and '.' (no leading dot)."""
+    stem = Path(name).stem or Path(name).name
+    ascii_text = unicodedata.normalize("NFKD", stem).encode("ascii", "ignore").decode("ascii")
+    cleaned = re.sub(r"[^A-Za-z0-9._-]+", "_", ascii_text).strip("._")
+    return cleaned[:80] or "image"
+
+
+def unique_stems(paths: Sequence[str]) -> list[str]:
+    """One output folder name per input, unique even on case-insensitive filesystems."""
+    taken: set[str] = set()
+    stems = []
+    for path in paths:
+        base = safe_stem(path)
+        stem, n = base, 1
+        while stem.lower() in taken:
+            n += 1
+            stem = f"{base}-{n}"
+        taken.add(stem.lower())
+        stems.append(stem)
+    return stems

@@ -1,0 +1,40 @@
+"""The env stamp ``<prefix>/.dpdeploy-env.json``: written last by the env step (the env is
+finished), read by the build step, ``invoke doctor``/``verify``, the versions table and the smoke
+suite. This module alone knows its fields."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from dpdeploy.records import schema
+
+FILE = ".dpdeploy-env.json"
+VERSION = 1
+NEXT = "invoke env"
+
+
+@dataclass(frozen=True)
+class EnvStamp:
+    kind: str              # "pip" (venv + hashed lock) or "conda"
+    lock: str              # the lock, relative to the checkout (env/locks/cpu.txt)
+    lock_sha256: str
+    profile: str
+    python: str            # the env interpreter's version (plan.python_version)
+    created: str           # ISO 8601, local time
+    torch: str             # torch/torchvision as installed (read from the env's files)
+    torchvision: str
+    torch_cuda: str        # the CUDA torch was built with ("" for a CPU-only torch)
+
+
+def path(prefix: os.PathLike | str) -> Path:
+    return Path(prefix) / FILE
+
+
+def write(prefix: os.PathLike | str, stamp: EnvStamp) -> Path:
+    return schema.write(path(prefix), stamp, VERSION)
+
+
+def read(prefix: os.PathLike | str) -> EnvStamp | None:
+    """The stamp, None when the env is not finished; RecordError when damaged or outdated."""
+    return schema.load(EnvStamp, path(prefix), VERSION, "env stamp", NEXT)

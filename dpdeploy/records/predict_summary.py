@@ -1,0 +1,85 @@
+"""The predict summary ``<out>/summary.json``: written by the predict parent after every image
+(atomically), read by the terminal view, the report and the smoke suite. One entry per input:
+``{input, stem, status: pending|ok|error, error?, instances?, notes?, timings?}``."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+from dpdeploy.fsutil import atomic_write_json
+from dpdeploy.records import schema
+
+FILE = "summary.json"
+VERSION = 1
+
+
+@dataclass
+class PredictSummary:
+    """``summary.json``: one entry per input, in input order; rewritten after every image."""
+
+    model: str
+    weights: str
+    weights_kind: str
+    device: str
+    out: str
+    images: list[dict[str, Any]]
+    skipped: list[str] = field(default_factory=list)
+    run: str = ""
+    command: str = ""
+    config: str = ""
+    model_load_s: Optional[float] = None
+    seconds: float = 0.0
+    worker_exit: Optional[int] = None
+    fatal: str = ""
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> int:
+        return sum(1 for i in self.images if i["status"] == "ok")
+
+    @property
+    def failed(self) -> int:
+        return sum(1 for i in self.images if i["status"] == "error")
+
+    @property
+    def success(self) -> bool:
+        return self.worker_exit == 0 and self.failed == 0 and not self.fatal
+
+    def apply(self, event: dict[str, Any]) -> None:
+        kind = event["event"]
+        if kind == "ready":
+            self.config, self.weights = event.get("config", ""), event.get("weights", self.weights)
+            self.model_load_s = event.get("load_s")
+            self.notes.extend(event.get("notes", []))
+        elif kind == "fatal":
+            self.fatal = event.get("error", "the worker failed")
+        elif kind == "image":
+            index = int(event["index"]) - 1
+            if 0 <= index < len(self.images):
+                entry = {"input": event.get("input"), "stem": event.get("stem"), "status": event.get("status", "error")}
+                for key in ("error", "instances", "notes", "timings"):
+                    if key in event:
+                        entry[key] = event[key]
+                self.images[index] = entry
+
+    def finish(self, exit_code: int, seconds: float) -> None:
+        """Inputs the worker never reported become errors that say why."""
+        self.worker_exit, self.seconds = exit_code, round(seconds, 3)
+        why = self.fatal or f"the worker exited with status {exit_code} before this file"
+        for entry in self.images:
+            if entry["status"] == "pending":
+                entry.update(status="error", error=f"not processed: {why}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**schema.dump(self, VERSION), "ok": self.ok, "failed": self.failed, "success": self.success}
+
+
+def write(out: os.PathLike | str, summary: PredictSummary) -> Path:
+    return atomic_write_json(Path(out) / FILE, summary.to_dict())
+
+
+def read(out: os.PathLike | str) -> PredictSummary | None:
+    """The summary in the output folder ``out``; None when there is none; RecordError when damaged."""
+    return schema.load(PredictSummary, Path(out) / FILE, VERSION, "predict summary", "run invoke predict again")

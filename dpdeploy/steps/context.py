@@ -1,0 +1,25 @@
+"""What every step receives: the plan, the facts, the settings, the matrix, the run record."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+from dpdeploy.host.facts import Facts
+from dpdeploy.plan.matrix import Matrix
+from dpdeploy.plan.resolve import Plan
+from dpdeploy.plan.settings import Settings
+from dpdeploy.records.run import RunRecord, StepResult
+
+
+@dataclass
+class StepContext:
+    plan: Plan
+    facts: Facts
+    settings: Settings
+    matrix: Matrix
+    record: RunRecord | None
+    dry: bool = False
+    echo: Callable[[str], None] = print
+
+
+StepFn = Callable[[StepContext], StepResult]
