@@ -22,7 +22,8 @@ def test_c_archs_cover_the_visible_gpus(plan):
     import detectron2._C as c_ext
     import torch
 
-    from dpdeploy.build.fatbin import compiled_archs, coverage_gaps
+    from dpdeploy.build.fatbin import compiled_archs
+    from dpdeploy.plan.archs import coverage_gaps
 
     archs = compiled_archs(c_ext.__file__)
     ccs = [".".join(map(str, torch.cuda.get_device_capability(i))) for i in range(torch.cuda.device_count())]

@@ -6,7 +6,8 @@ import struct
 
 import pytest
 
-from dpdeploy.build.fatbin import Arch, FatbinError, compiled_archs, coverage_gaps, parse_fatbin
+from dpdeploy.build.fatbin import Arch, FatbinError, compiled_archs, parse_fatbin
+from dpdeploy.plan.archs import coverage_gaps
 
 
 def fatbin(entries):
@@ -31,8 +32,9 @@ def elf(sections):
     shoff = len(data)
     headers = [b"\0" * 64]
     name_off = 1
-    for label, blob, off in zip([".shstrtab", *sections], blobs, offsets):
-        headers.append(struct.pack("<IIQQQQIIQQ", name_off, 3 if label == ".shstrtab" else 1, 0, 0, off, len(blob), 0, 0, 1, 0))
+    for label, blob, off in zip([".shstrtab", *sections], blobs, offsets, strict=True):
+        sh_type = 3 if label == ".shstrtab" else 1
+        headers.append(struct.pack("<IIQQQQIIQQ", name_off, sh_type, 0, 0, off, len(blob), 0, 0, 1, 0))
         name_off += len(label) + 1
     data += b"".join(headers)
     data[:16] = b"\x7fELF\x02\x01\x01" + b"\0" * 9
@@ -81,7 +83,7 @@ ARCHS = {Arch("sm", 80), Arch("sm", 90), Arch("ptx", 90)}
 def test_coverage_gaps(arch_list, gpus, missing):
     gaps = coverage_gaps(ARCHS, arch_list, gpus)
     assert len(gaps) == len(missing)
-    for gap, word in zip(gaps, missing):
+    for gap, word in zip(gaps, missing, strict=True):
         assert word in gap
 
 

@@ -38,7 +38,7 @@ def test_environment_yml_pins_equal_the_pip_lock(matrix, name):
     doc = yaml.safe_load(text)
     pip = next(d["pip"] for d in doc["dependencies"] if isinstance(d, dict))
     pinned = dict(line.split("==") for line in pip if "==" in line)
-    assert pinned and all(lock.pins[locks.normalize(n)] == v for n, v in pinned.items())
+    assert pinned and all(lock.pins[locks.normalize(n)] == (locks.Pin(v),) for n, v in pinned.items())
     assert f"python={lock.python}" in doc["dependencies"]
     assert (ROOT / condaenv.VIRTUAL_PACKAGES).read_text() == condaenv.render_virtual_packages(matrix)
 
@@ -82,7 +82,8 @@ def test_compile_command(matrix):
 
 def test_lock_profile_writes_what_uv_printed(matrix, tmp_path):
     calls = []
-    lock_text = "# header\n#    invoke lock --profile cpu --python-version 3.11\nnumpy==2.2.6 \\\n    --hash=sha256:ab\n"
+    lock_text = ("# header\n#    invoke lock --profile cpu --python-version 3.11\n"
+                 "numpy==2.2.6 \\\n    --hash=sha256:ab\n")
 
     def runner(argv, **kw):
         calls.append((argv, kw))

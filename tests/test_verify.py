@@ -10,9 +10,12 @@ from pathlib import Path
 import pytest
 
 from dpdeploy.diagnose import drift as verify
-from dpdeploy.diagnose.checks import Check
+from dpdeploy.diagnose.checks import Check, env_python
 from dpdeploy.records import build_stamp
-from dpdeploy.diagnose.drift import LockError, Pin, applicable, compare, junit_xml, parse_lock, weights_check
+from dpdeploy.diagnose.drift import applicable, compare, junit_xml, weights_check
+from dpdeploy.envs import lockfile as locks
+from dpdeploy.envs.lockfile import LockError, Pin, parse_lock
+from dpdeploy.runner import Completed
 
 from .conftest import FIXTURES, ROOT
 from .deployed import stamp
@@ -45,7 +48,8 @@ LINUX_311 = {"python_version": "3.11", "python_full_version": "3.11.7", "sys_pla
 def test_parse_lock_handles_uv_output():
     pins = parse_lock(LOCK)
     assert pins["fvcore"] == (Pin("0.1.5.post20221221"),)                 # name normalized, hashes dropped
-    assert pins["numpy"] == (Pin("2.2.6", "python_full_version >= '3.11'"), Pin("2.1.3", "python_full_version < '3.11'"))
+    assert pins["numpy"] == (Pin("2.2.6", "python_full_version >= '3.11'"),
+                             Pin("2.1.3", "python_full_version < '3.11'"))
     assert pins["torch"] == (Pin("2.14.1"),)                               # extras dropped
     assert pins["panopticapi"] == (Pin(None),)                             # url pin: any version
     assert set(pins) == {"fvcore", "numpy", "colorama", "torch", "panopticapi"}
@@ -76,6 +80,46 @@ def test_the_projects_own_tools_lock_parses_and_matches_the_tools_venv():
     assert diffs == [], "the tools venv should be exactly requirements/tools.txt (re-run python3 bootstrap.py)"
 
 
+def _listing(dists, marker_env=LINUX_311):
+    """A runner answering drift's in-env listing script with ``dists``."""
+    out = json.dumps({"env": marker_env, "dists": [list(d) for d in dists]})
+    return lambda argv, **kw: Completed(tuple(argv), 0, out, "")
+
+
+@pytest.mark.parametrize("name", ["cu130", "cpu"])
+def test_verify_and_the_env_step_read_the_committed_lock_the_same(matrix, tmp_path, name):
+    """One parser: the env step's lockfile.load and verify's packages check see the same pins."""
+    lock = locks.load(matrix.profile(name))
+    dists = [(n, p.version) for n, pins in lock.pins.items() for p in pins]
+    env_python(str(tmp_path)).parent.mkdir(parents=True)
+    checks = verify.packages_checks(str(tmp_path), ROOT / lock.path, _listing(dists))
+    assert [c.status for c in checks] == ["ok", "ok"]
+    assert checks[0].what == f"all {len(lock.pins)} locked packages installed at their locked versions"
+
+
+@pytest.mark.parametrize("installed, status", [
+    ([("numpy", "2.2.6"), ("fvcore", "0.1.5.post20221221"), ("torch", "2.14.1"), ("panopticapi", "0.1")], "ok"),
+    ([("numpy", "2.1.3"), ("fvcore", "0.1.5.post20221221"), ("torch", "2.14.1"), ("panopticapi", "0.1")], "fail"),
+])
+def test_markers_pick_the_same_pins_for_lockfile_and_verify(matrix, tmp_path, installed, status):
+    (tmp_path / "env" / "locks").mkdir(parents=True)
+    (tmp_path / "env" / "locks" / "cpu.txt").write_text(LOCK)
+    lock = locks.load(matrix.profile("cpu"), root=tmp_path)
+    assert lock.pins == parse_lock(LOCK) and len(lock.pins["numpy"]) == 2
+    checks = verify.packages_checks(str(tmp_path), tmp_path / lock.path, _listing(installed))
+    assert checks[0].status == status
+
+
+def test_a_broken_lock_is_the_same_error_for_lockfile_and_verify(matrix, tmp_path):
+    (tmp_path / "env" / "locks").mkdir(parents=True)
+    bad = tmp_path / "env" / "locks" / "cpu.txt"
+    bad.write_text("idna==3.10 \\\n    --hash=sha256:ab\nsix\n")
+    with pytest.raises(LockError) as raised:
+        locks.load(matrix.profile("cpu"), root=tmp_path)
+    [check] = verify.packages_checks(str(tmp_path), bad, _listing([]))
+    assert check.status == "fail" and check.what == raised.value.what.replace(str(locks.lock_path("cpu")), str(bad))
+
+
 def test_compare_reports_missing_changed_duplicated_and_extra():
     locked = {"six": frozenset({"1.16.0"}), "idna": frozenset({"3.10"}), "attrs": frozenset({"25.1.0"}),
               "any": frozenset()}
@@ -104,7 +148,8 @@ def test_weights_checksum(tmp_path, matrix):
 def test_junit_has_one_testcase_per_check(tmp_path):
     result = verify.VerifyResult("cpu", "/env", "lock.txt", [
         Check("env", "ok", "env at /env"),
-        Check("packages", "fail", "1 of 2 locked packages differ", "drift", "invoke env", ("six: installed 1.17.0, locked 1.16.0",)),
+        Check("packages", "fail", "1 of 2 locked packages differ", "drift", "invoke env",
+              ("six: installed 1.17.0, locked 1.16.0",)),
         Check("weights", "skip", "no weights"),
         Check("extra-packages", "warn", "1 extra", details=("requests 2.32.3",)),
     ])
@@ -131,7 +176,8 @@ def real_env(tmp_path_factory, matrix):
     subprocess.run([sys.executable, "-m", "venv", str(env)], check=True, timeout=300)
     pip_install(env, "six==1.16.0", "idna==3.10")
     lock = root / "lock.txt"
-    lock.write_text("six==1.16.0 \\\n    --hash=sha256:8abb2f1d86890a2dfb989f9a77cfcfd3e47c2a354b01111771326f8aa26e0254\n"
+    lock.write_text("six==1.16.0 \\\n"
+                    "    --hash=sha256:8abb2f1d86890a2dfb989f9a77cfcfd3e47c2a354b01111771326f8aa26e0254\n"
                     "    # via -r requirements.in\nidna==3.10 \\\n"
                     "    --hash=sha256:946d195a0d259cbba61165e88e65941f16e9b36ea6ddb97f00452bae8b1287d3\n")
     build_stamp.write(env, stamp(force_cuda=False, commit=matrix.d2_commit))

@@ -9,15 +9,14 @@ cuobjdump-compatible tools and checked against nvcc 13.0 output in tests/test_fa
                   u64 padded payload size, ..., u32 sm version at offset 28 (e.g. 90)
 
 Entries follow each other (next = start + header size + padded payload size); a section
-holds one fatbin per CUDA translation unit.
+holds one fatbin per CUDA translation unit. Which GPUs the archs cover: dpdeploy/plan/archs.py.
 """
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
 from pathlib import Path
 
-from dpdeploy.plan.matrix import parse_arch_list, version_tuple
+from dpdeploy.plan.archs import Arch
 
 FATBIN_MAGIC = 0xBA55ED50
 KIND_NAMES = {1: "ptx", 2: "sm"}
@@ -25,15 +24,6 @@ KIND_NAMES = {1: "ptx", 2: "sm"}
 
 class FatbinError(ValueError):
     """The file is not an ELF shared object this reader understands."""
-
-
-@dataclass(frozen=True, order=True)
-class Arch:
-    kind: str   # "sm" (machine code, cubin) or "ptx" (JIT-compilable)
-    sm: int     # 90 for sm_90 / compute_90
-
-    def __str__(self) -> str:
-        return f"sm_{self.sm}" if self.kind == "sm" else f"compute_{self.sm}"
 
 
 def _sections(data: bytes) -> dict[str, bytes]:
@@ -80,27 +70,3 @@ def compiled_archs(path: str | Path) -> set[Arch]:
     """The architectures in ``path``'s ``.nv_fatbin`` section (empty for a CPU-only build)."""
     data = Path(path).read_bytes()
     return parse_fatbin(_sections(data).get(".nv_fatbin", b""))
-
-
-def coverage_gaps(archs: set[Arch], arch_list: str, gpu_ccs: list[str]) -> list[str]:
-    """What the binary lacks for the plan's arch list and GPUs (empty = covered).
-
-    ``arch_list`` entries need their cubin (and PTX when marked +PTX). A GPU runs a cubin of
-    its own major version and a minor <= its own, or PTX of a version <= its own (CUDA
-    binary compatibility rules, CUDA C Programming Guide, "Binary Compatibility").
-    """
-    gaps = []
-    for arch, ptx in (parse_arch_list(arch_list) if arch_list else []):
-        sm = int(arch.replace(".", ""))
-        if Arch("sm", sm) not in archs:
-            gaps.append(f"sm_{sm} (from TORCH_CUDA_ARCH_LIST {arch})")
-        if ptx and Arch("ptx", sm) not in archs:
-            gaps.append(f"compute_{sm} PTX (from {arch}+PTX)")
-    for cc in gpu_ccs:
-        major, minor = version_tuple(cc)[:2]
-        sm = major * 10 + minor
-        runs = any((a.kind == "sm" and a.sm // 10 == major and a.sm <= sm) or (a.kind == "ptx" and a.sm <= sm)
-                   for a in archs)
-        if not runs:
-            gaps.append(f"a GPU with compute capability {cc} (no sm_{major}x cubin <= sm_{sm}, no PTX <= compute_{sm})")
-    return gaps

@@ -6,7 +6,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from dpdeploy import paths
 from dpdeploy import runner as runner_mod
-from dpdeploy.build.fatbin import compiled_archs, coverage_gaps
+from dpdeploy.build.fatbin import compiled_archs
+from dpdeploy.plan.archs import coverage_gaps
 from dpdeploy.plan.resolve import Plan
 
 CHECK_SCRIPT = paths.INENV / "check_detectron2.py"

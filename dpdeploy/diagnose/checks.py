@@ -6,13 +6,13 @@ Commands run only through the injected runner; a missing env is a finding, never
 from __future__ import annotations
 
 import os
-import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Optional
 
 from dpdeploy.diagnose.signatures import diagnose
 from dpdeploy.host.facts import Facts, Gpu
+from dpdeploy.plan.archs import covers, parse_archs
 from dpdeploy.plan.matrix import Matrix, version_tuple
 from dpdeploy.plan.resolve import Plan, max_jobs_for
 from dpdeploy.host.probe import parse_nvcc_version
@@ -58,37 +58,8 @@ def read_build_stamp(prefix: str) -> tuple[Optional[BuildStamp], list[Check]]:
 
 # --- compiled archs vs GPUs (pure) ----------------------------------------------------------
 
-_ARCH = re.compile(r"^(?:(sm|compute)_(\d+)(\d)[a-z]?|(\d+)\.(\d+)(\+PTX)?)$")
-
-
-def parse_archs(items: Iterable[str]) -> tuple[set[tuple[int, int]], set[tuple[int, int]]]:
-    """Compiled archs as (SASS, PTX) sets: accepts "9.0", "9.0+PTX", "sm_90", "compute_90"."""
-    sass, ptx = set(), set()
-    for item in items:
-        for token in re.split(r"[;\s,]+", str(item).strip()):
-            match = _ARCH.match(token)
-            if not token or not match:
-                continue
-            if match.group(1):
-                cc = (int(match.group(2)), int(match.group(3)))
-                (ptx if match.group(1) == "compute" else sass).add(cc)
-            else:
-                cc = (int(match.group(4)), int(match.group(5)))
-                sass.add(cc)
-                if match.group(6):
-                    ptx.add(cc)
-    return sass, ptx
-
-
-def runs_on(cc: str, sass: set, ptx: set) -> bool:
-    """CUDA compatibility: SASS runs on the same major with minor >= its own; PTX on any newer GPU."""
-    if not re.fullmatch(r"\d+\.\d+", cc):
-        return False
-    major, minor = (int(p) for p in cc.split("."))
-    return any(m == major and n <= minor for m, n in sass) or any((m, n) <= (major, minor) for m, n in ptx)
-
-
 def arch_check(stamp: Optional[BuildStamp], gpus: Iterable[Gpu], is_cuda: bool, name: str = "compiled-archs") -> Check:
+    """Do the stamp's compiled archs cover every GPU (the rule: dpdeploy/plan/archs.py)?"""
     gpus = list(gpus)
     built = f"compiled archs: {stamp.archs_text()}" if stamp else "detectron2 not built yet"
     if not is_cuda:
@@ -101,9 +72,8 @@ def arch_check(stamp: Optional[BuildStamp], gpus: Iterable[Gpu], is_cuda: bool, 
         return Check(name, "fail", "detectron2 was built without CUDA (a CPU build) on a host with GPUs",
                      "DensePose runs on the CPU only; CUDA calls fail with 'not compiled with GPU support'",
                      "invoke plan && invoke build")
-    compiled = stamp.compiled_archs
-    sass, ptx = parse_archs(compiled)
-    missing = [g for g in gpus if not runs_on(g.compute_capability, sass, ptx)]
+    archs = parse_archs(stamp.compiled_archs)
+    missing = [g for g in gpus if not covers(archs, g.compute_capability)]
     shown = stamp.archs_text()
     if missing:
         names = ", ".join(f"GPU {g.index} {g.name} (sm_{g.compute_capability.replace('.', '')})" for g in missing)
@@ -172,8 +142,10 @@ def gcc_check(facts: Facts, plan: Plan) -> Check:
                      f"apt install gcc-{tc.max_gcc} g++-{tc.max_gcc}, then invoke plan")
     default = next((c for c in facts.compilers if Path(c.path).name == "gcc"), None)
     if default is not None and version_tuple(default.version)[0] > tc.max_gcc:
-        return Check("gcc", "warn", f"plan uses gcc {tc.gcc_version} ({tc.cc}); the default gcc {default.version} is too new",
-                     f"nvcc {plan.cuda} accepts gcc <= {tc.max_gcc}; builds outside dpdeploy need CC={tc.cc} CXX={tc.cxx}",
+        return Check("gcc", "warn",
+                     f"plan uses gcc {tc.gcc_version} ({tc.cc}); the default gcc {default.version} is too new",
+                     f"nvcc {plan.cuda} accepts gcc <= {tc.max_gcc}; "
+                     f"builds outside dpdeploy need CC={tc.cc} CXX={tc.cxx}",
                      "invoke build")
     return Check("gcc", "ok", f"gcc {tc.gcc_version} <= {tc.max_gcc} (nvcc {plan.cuda} limit)")
 
@@ -212,7 +184,8 @@ def memory_check(facts: Facts, plan: Plan, matrix: Matrix) -> Check:
     if need <= facts.mem_total_mib:
         return Check("memory", "ok", f"MAX_JOBS={plan.max_jobs} needs ~{need} MiB of {facts.mem_total_mib} MiB RAM")
     fits, _ = max_jobs_for(facts, matrix)
-    return Check("memory", "fail", f"MAX_JOBS={plan.max_jobs} needs ~{need} MiB but the host has {facts.mem_total_mib} MiB",
+    return Check("memory", "fail",
+                 f"MAX_JOBS={plan.max_jobs} needs ~{need} MiB but the host has {facts.mem_total_mib} MiB",
                  f"each compiler job peaks at ~{matrix.mem_per_job_mib} MiB; the OOM killer stops cc1plus",
                  f"invoke build --max-jobs {fits}")
 
