@@ -42,6 +42,12 @@ def _broken(mutate):
     (lambda d: d["models"].update(default="nope"), "models.default"),
     (lambda d: d["models"]["entries"]["densepose_rcnn_R_50_FPN_s1x"].update(md5_prefix="xyz"), "md5_prefix"),
     (lambda d: d["samples"]["astronaut"].update(sha256="abc"), "samples.astronaut.sha256"),
+    (lambda d: d["models"]["entries"]["densepose_rcnn_R_50_FPN_s1x"].update(sha256="a" * 64, size=0),
+     "models.entries.densepose_rcnn_R_50_FPN_s1x.size: must be a positive number of bytes"),
+    (lambda d: d["models"]["entries"]["densepose_rcnn_R_50_FPN_s1x"].update(size="big"),
+     "models.entries.densepose_rcnn_R_50_FPN_s1x.size: must be int"),
+    (lambda d: d["models"]["entries"]["densepose_rcnn_R_50_FPN_s1x"].update(sha256="a" * 64),
+     "pin sha256 and size together"),
 ])
 def test_broken_matrix_names_the_key(mutate, key):
     with pytest.raises(MatrixError) as err:

@@ -239,6 +239,11 @@ def parse(data: Any, path: str = "<matrix>") -> Matrix:
         sha = r.get(entry, "sha256", f"models.entries.{name}", str, optional=True)
         if sha is not None and not re.fullmatch(r"[0-9a-f]{64}", sha):
             raise r.fail(f"models.entries.{name}.sha256", "must be 64 hex digits or null")
+        size = r.get(entry, "size", f"models.entries.{name}", int, optional=True)
+        if size is not None and size <= 0:
+            raise r.fail(f"models.entries.{name}.size", "must be a positive number of bytes or null")
+        if (sha is None) != (size is None):
+            raise r.fail(f"models.entries.{name}", "pin sha256 and size together (both known, or both null)")
     default_model = r.get(models, "default", "models", str)
     if default_model not in entries:
         raise r.fail("models.default", f"{default_model!r} is not among models.entries")

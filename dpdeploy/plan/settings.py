@@ -29,6 +29,7 @@ DEFAULTS: dict[str, Any] = {
     "facts": "",         # recorded facts JSON instead of probing
     "weights_from": "",  # weights source: "" = model zoo; a zoo mirror URL, a .pkl URL, a file or folder
     "weights_timeout": 20,  # seconds a weights download may wait for the server per read
+    "trust_on_first_use": False,  # accept weights the matrix pins no sha256 for, unverified (recorded)
     "conda": False,      # env step: install env/conda-lock-<profile>.yml with conda-lock instead of pip
     "source": "",        # detectron2 source: URL, git repo/checkout, archive or dir; "" = the matrix's repo
     "allow_unpinned": False,  # build a detectron2 source whose commit is not the matrix's pin (recorded)
