@@ -324,6 +324,8 @@ def test_trust_on_first_use_records_the_hash_marked_as_such(server, tmp_path):
     assert again.action == "cached" and again.trust == "tofu" and len(httpd.requests) == 1
     final.write_bytes(PAYLOAD[:-1] + b"x")  # altered in the cache: no longer trusted
     assert w.cached(tmp_path, spec) is None
+    # ... by the recorded hash itself, not only by the zoo name's md5 prefix
+    assert w.cached(tmp_path, spec_for(spec.url, md5_prefix="", sha256=None)) is None
     with pytest.raises(w.WeightsError) as info:
         w.fetch(tmp_path, spec)
     assert info.value.kind == "untrusted"
