@@ -10,6 +10,7 @@ from dpdeploy.plan.resolve import resolve
 from dpdeploy.plan.settings import resolve as settings
 from dpdeploy.steps import StepContext, build, run_step
 from dpdeploy.build.cache import cache_key
+from dpdeploy.build.source import tree_hash
 
 from .conftest import facts_fixture
 
@@ -78,8 +79,9 @@ def test_up_to_date_when_stamp_key_and_installed_c_match(tmp_path, matrix):
     c_so = site / "detectron2" / "_C.so"
     c_so.parent.mkdir()
     c_so.write_bytes(b"compiled")
-    ctx, _ = context(tmp_path, matrix, source=str(marked_tree(tmp_path)))
-    key = cache_key(build.key_fields(PIN, build.env_info(tmp_path / "env"), ctx.plan, "x86_64"))
+    src = marked_tree(tmp_path)
+    ctx, _ = context(tmp_path, matrix, source=str(src))
+    key = cache_key(build.key_fields(PIN, build.env_info(tmp_path / "env"), ctx.plan, "x86_64", tree_hash(src)))
     stamp = {"key": key, "c_path": str(c_so), "c_sha256": sha256_file(c_so), "archs": ["sm_90"]}
     (tmp_path / "env" / build.BUILD_STAMP).write_text(json.dumps(stamp))
     result = run_step("build", ctx)
@@ -119,3 +121,10 @@ def test_diagnose_adapter(monkeypatch):
     monkeypatch.setitem(sys.modules, "dpdeploy.diagnose.signatures", doctor)
     monkeypatch.setattr(dpdeploy, "doctor", doctor, raising=False)
     assert build.diagnose("x") == "cause: x"
+
+
+def test_cache_key_changes_with_the_tree_content_at_the_same_commit(tmp_path, matrix):
+    ctx, _ = context(tmp_path, matrix)
+    info = {"python": "3.11", "torch": "2.14.1+cu130", "torch_cuda": "13.0"}
+    keys = {cache_key(build.key_fields(PIN, info, ctx.plan, "x86_64", tree)) for tree in ("a" * 64, "b" * 64)}
+    assert len(keys) == 2

@@ -47,9 +47,10 @@ def env_info(prefix: str | Path) -> dict[str, str]:
             "torch_cuda": (cuda.group(1) or "") if cuda else ""}
 
 
-def key_fields(identity: str, info: dict[str, str], plan: Plan, machine: str) -> dict[str, Any]:
-    """What makes two builds' wheels interchangeable (wheelcache adds its recipe version)."""
-    return {"source": identity, **info, "machine": machine, "force_cuda": plan.force_cuda,
+def key_fields(identity: str, info: dict[str, str], plan: Plan, machine: str, tree: str = "") -> dict[str, Any]:
+    """What makes two builds' wheels interchangeable (wheelcache adds its recipe version): the
+    source's commit (or identity) and a hash of its tree's content, torch, machine, archs."""
+    return {"source": identity, "tree": tree, **info, "machine": machine, "force_cuda": plan.force_cuda,
             "arch_list": plan.torch_cuda_arch_list if plan.force_cuda else ""}
 
 
@@ -58,7 +59,8 @@ def compile_env(plan: Plan, home: Path, base=os.environ) -> dict[str, str]:
     ccache = shutil.which("ccache", path=base.get("PATH"))
     cc = cxx = None
     if ccache:
-        cc, cxx = toolchain.ccache_wrappers(ccache, plan.toolchain.cc, plan.toolchain.cxx, home / "cache" / "ccache-bin")
+        cc, cxx = toolchain.ccache_wrappers(ccache, plan.toolchain.cc, plan.toolchain.cxx,
+                                            home / "cache" / "ccache-bin")
     env = toolchain.compile_env(plan, base, cc, cxx)
     if ccache:
         env["CCACHE_BASEDIR"] = tempfile.gettempdir()  # builds run in temp copies: hash relative paths
@@ -107,7 +109,8 @@ def _log_path(ctx: StepContext) -> Path:
 def _describe(plan: Plan, spec: str) -> str:
     what = f"detectron2 {plan.detectron2_commit[:12]} + DensePose from {spec or plan.detectron2_repo}"
     if plan.force_cuda:
-        return f"{what}, FORCE_CUDA=1 TORCH_CUDA_ARCH_LIST={plan.torch_cuda_arch_list!r} CUDA_HOME={plan.toolchain.cuda_home}"
+        return (f"{what}, FORCE_CUDA=1 TORCH_CUDA_ARCH_LIST={plan.torch_cuda_arch_list!r} "
+                f"CUDA_HOME={plan.toolchain.cuda_home}")
     return f"{what}, CPU only"
 
 
@@ -141,7 +144,8 @@ def _build(ctx: StepContext, prefix: Path, python: str, command: str, log: Path)
     if env_stamp is None:
         raise BuildRefused(f"no environment at {prefix} (missing {ENV_STAMP}); next: run invoke env first")
     if env_stamp.get("profile", plan.profile) != plan.profile:
-        raise BuildRefused(f"the env at {prefix} was made for profile {env_stamp['profile']}, the plan is {plan.profile}; "
+        raise BuildRefused(f"the env at {prefix} was made for profile {env_stamp['profile']}, "
+                           f"the plan is {plan.profile}; "
                            f"next: run `invoke env` for {plan.profile} or pass --profile {env_stamp['profile']}")
     matrix = load_matrix(settings.matrix)
     home = Path(plan.home)
@@ -151,12 +155,13 @@ def _build(ctx: StepContext, prefix: Path, python: str, command: str, log: Path)
     if not src.pinned:
         echo(f"WARNING: building UNPINNED detectron2 ({src.commit or 'unknown commit'}, {src.how}); "
              f"the matrix pins {plan.detectron2_commit}. Recorded in {prefix / BUILD_STAMP}.")
-    fields = key_fields(src.identity, env_info(prefix), plan, ctx.facts.machine)
+    fields = key_fields(src.identity, env_info(prefix), plan, ctx.facts.machine, src.tree)
     key = wheelcache.cache_key(fields)
     detail["key"] = key
     stamp = up_to_date(prefix, key)
     if stamp:
-        return StepResult("build", "up-to-date", command, output=f"{key} installed; archs {', '.join(stamp['archs']) or 'none (CPU)'}",
+        archs = ", ".join(stamp["archs"]) or "none (CPU)"
+        return StepResult("build", "up-to-date", command, output=f"{key} installed; archs {archs}",
                           detail={**detail, "archs": stamp["archs"]})
     root = home / "cache" / "wheels"
     wheels = wheelcache.lookup(root, key)
@@ -164,7 +169,8 @@ def _build(ctx: StepContext, prefix: Path, python: str, command: str, log: Path)
     if wheels is None:
         echo(f"  compiling {_describe(plan, settings.source)}, MAX_JOBS={plan.max_jobs}")
         parts = projects(matrix.densepose_subdir)
-        wheels = wheelcache.store(root, key, fields, lambda out: compile_wheels(plan, Path(src.path), parts, out, log, echo))
+        wheels = wheelcache.store(root, key, fields,
+                                  lambda out: compile_wheels(plan, Path(src.path), parts, out, log, echo))
     else:
         echo(f"  wheel cache hit: {root / key}")
     builder.install_wheels(wheels, python, log)
