@@ -1,5 +1,7 @@
 """The build step's refusals, dry run, idempotency and failure report (no compiler needed)."""
 from dpdeploy.build import wheels
+from dpdeploy.build.cache import cache_key, key_fields
+from dpdeploy.envs.site import TorchInfo
 from dpdeploy.records import build_stamp
 from dpdeploy.steps import build
 from dpdeploy.steps.pipeline import STEPS, run_step
@@ -73,3 +75,10 @@ def test_build_failure_shows_the_doctors_title_cause_and_next(tmp_path, matrix, 
     assert "unsupported GNU version" in result.output and str(log) in result.output
     assert "[FAIL] gcc-too-new-for-nvcc:" in result.output
     assert "why: " in result.output and "next: " in result.output and "Finding(" not in result.output
+
+
+def test_cache_key_changes_with_the_tree_content_at_the_same_commit(tmp_path, matrix):
+    ctx, _ = context(matrix, tmp_path, profile="cu130", arch_list="9.0")
+    torch = TorchInfo("3.11", "2.14.1+cu130", "13.0")
+    keys = {cache_key(key_fields(PIN, torch, ctx.plan, "x86_64", tree)) for tree in ("a" * 64, "b" * 64)}
+    assert len(keys) == 2

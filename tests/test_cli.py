@@ -1,9 +1,12 @@
 """The tasks as a user runs them: real `invoke` subprocesses."""
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 from .conftest import FIXTURES, ROOT
 
@@ -59,7 +62,58 @@ def test_bad_facts_file_is_a_clear_error(tmp_path):
 
 
 def test_setup_dry_changes_nothing(tmp_path):
-    proc = invoke("setup", "--dry", "--facts", str(FIXTURES / "facts" / "nogpu.json"), env={"DPDEPLOY_HOME": str(tmp_path)},
-                  check=False)
+    proc = invoke("setup", "--dry", "--facts", str(FIXTURES / "facts" / "nogpu.json"),
+                  env={"DPDEPLOY_HOME": str(tmp_path)}, check=False)
     assert "Plan" in proc.stdout and "==> env" in proc.stdout
     assert not any(Path(tmp_path).iterdir()), "a dry run must not write state"
+
+
+def refused_in_one_line(proc, text):
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert text in proc.stderr, proc.stderr
+
+
+def project_with_invoke_yaml(tmp_path, text):
+    """A copy of tasks.py with its own invoke.yaml (invoke reads the one beside the tasks file)."""
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "tasks.py").write_text((ROOT / "tasks.py").read_text())
+    (project / "invoke.yaml").write_text(text)
+    return project
+
+
+@pytest.mark.parametrize("text, why", [
+    ("dpdeploy: 5\n", "dpdeploy: must be a mapping of settings"),
+    ("dpdeploy:\n  profile: [cu130\n", "not valid YAML at line 3"),
+    ("dpdeploy:\n  max_job: 4\n", "unknown setting dpdeploy.max_job (did you mean max_jobs?)"),
+])
+def test_broken_invoke_yaml_is_one_line_exit_2(tmp_path, text, why):
+    project = project_with_invoke_yaml(tmp_path, text)
+    proc = invoke("-r", str(project), "plan", "--facts", str(FIXTURES / "facts" / "nogpu.json"),
+                  env={"PYTHONPATH": str(ROOT), "DPDEPLOY_HOME": str(tmp_path / "home")}, check=False)
+    refused_in_one_line(proc, why)
+
+
+def test_unknown_dpdeploy_variable_says_did_you_mean(tmp_path):
+    proc = invoke("plan", "--facts", str(FIXTURES / "facts" / "nogpu.json"),
+                  env={"DPDEPLOY_PROFIL": "cpu", "DPDEPLOY_HOME": str(tmp_path)}, check=False)
+    refused_in_one_line(proc, "unknown environment variable DPDEPLOY_PROFIL (did you mean DPDEPLOY_PROFILE?)")
+
+
+def test_bad_values_are_one_line_exit_2(tmp_path):
+    nogpu = str(FIXTURES / "facts" / "nogpu.json")
+    env = {"DPDEPLOY_HOME": str(tmp_path)}
+    refused_in_one_line(invoke("plan", "--facts", nogpu, "--max-jobs", "-3", env=env, check=False),
+                        "max_jobs from --max-jobs: must be a number of jobs >= 0")
+    matrix = tmp_path / "matrix.yml"
+    text = (ROOT / "env" / "matrix.yml").read_text()
+    matrix.write_text(re.sub(r"mem_per_job_mib: \d+", "mem_per_job_mib: 0", text))
+    refused_in_one_line(invoke("plan", "--facts", nogpu, env={**env, "DPDEPLOY_MATRIX": str(matrix)}, check=False),
+                        "build.mem_per_job_mib: must be a positive number of MiB, got 0")
+    facts = json.loads((FIXTURES / "facts" / "nogpu.json").read_text())
+    facts["pythons"] = "/usr/bin/python3"
+    bad = tmp_path / "facts.json"
+    bad.write_text(json.dumps(facts))
+    refused_in_one_line(invoke("plan", "--facts", str(bad), env=env, check=False),
+                        "pythons must be a list, got str")

@@ -1,5 +1,6 @@
 """The matrix validates itself; settings resolve flag > env > invoke.yaml > default."""
 import copy
+import json
 
 import pytest
 import yaml
@@ -7,7 +8,9 @@ import yaml
 from dpdeploy.plan import matrix as matrix_mod
 from dpdeploy.host.facts import Facts, FactsError
 from dpdeploy.plan.matrix import MatrixError
-from dpdeploy.plan.settings import SettingsError, resolve
+from dpdeploy.plan.settings import NOT_SETTINGS, SettingsError, check_project_file, resolve
+
+from .conftest import FIXTURES
 
 
 def test_real_matrix_loads(matrix):
@@ -39,9 +42,17 @@ def _broken(mutate):
     (lambda d: d["auto"].update(gpu=["cpu"]), "auto.gpu"),
     (lambda d: d["nvcc_max_gcc"].pop("13.0"), "profiles.cu130.cuda"),
     (lambda d: d["build"].update(mem_per_job_mib="lots"), "build.mem_per_job_mib"),
+    (lambda d: d["build"].update(mem_per_job_mib=0), "build.mem_per_job_mib: must be a positive number of MiB"),
+    (lambda d: d["build"].update(mem_reserve_mib=-1), "build.mem_reserve_mib: must be 0 or more"),
     (lambda d: d["models"].update(default="nope"), "models.default"),
     (lambda d: d["models"]["entries"]["densepose_rcnn_R_50_FPN_s1x"].update(md5_prefix="xyz"), "md5_prefix"),
     (lambda d: d["samples"]["astronaut"].update(sha256="abc"), "samples.astronaut.sha256"),
+    (lambda d: d["models"]["entries"]["densepose_rcnn_R_50_FPN_s1x"].update(sha256="a" * 64, size=0),
+     "models.entries.densepose_rcnn_R_50_FPN_s1x.size: must be a positive number of bytes"),
+    (lambda d: d["models"]["entries"]["densepose_rcnn_R_50_FPN_s1x"].update(size="big"),
+     "models.entries.densepose_rcnn_R_50_FPN_s1x.size: must be int"),
+    (lambda d: d["models"]["entries"]["densepose_rcnn_R_50_FPN_s1x"].update(sha256="a" * 64),
+     "pin sha256 and size together"),
 ])
 def test_broken_matrix_names_the_key(mutate, key):
     with pytest.raises(MatrixError) as err:
@@ -94,3 +105,62 @@ def test_facts_file_errors(tmp_path):
     (tmp_path / "y.json").write_text('{"os_id": "debian", "colour": 1}')
     with pytest.raises(FactsError, match="unknown facts keys: colour"):
         Facts.load(tmp_path / "y.json")
+
+
+def test_unknown_settings_say_did_you_mean():
+    with pytest.raises(SettingsError, match=r"unknown setting dpdeploy\.max_job \(did you mean max_jobs\?\)"):
+        resolve({}, env={}, config={"max_job": 3})
+    with pytest.raises(SettingsError, match=r"DPDEPLOY_WEIGHT_FROM \(did you mean DPDEPLOY_WEIGHTS_FROM\?\)"):
+        resolve({}, env={"DPDEPLOY_WEIGHT_FROM": "x"})
+    with pytest.raises(SettingsError, match="dpdeploy: must be a mapping"):
+        resolve({}, env={}, config=5)
+
+
+def test_non_setting_dpdeploy_variables_are_allowed():
+    s = resolve({}, env={**dict.fromkeys(NOT_SETTINGS, "x"), "DPDEPLOY_HOME": "/h", "PATH": "/bin"})
+    assert s.home == "/h"
+    assert {"DPDEPLOY_TEST_D2_SOURCE", "DPDEPLOY_TEST_D2_ENV", "DPDEPLOY_PLAN_JSON", "DPDEPLOY_WEIGHTS"} <= NOT_SETTINGS
+
+
+@pytest.mark.parametrize("name, value, why", [
+    ("max_jobs", "-3", "must be a number of jobs >= 0"),
+    ("weights_timeout", "0", "must be a number of seconds > 0"),
+])
+def test_settings_out_of_range(name, value, why):
+    with pytest.raises(SettingsError, match=why):
+        resolve({}, env={f"DPDEPLOY_{name.upper()}": value})
+
+
+@pytest.mark.parametrize("text, why", [
+    ("dpdeploy:\n  profile: [cu130\n", "not valid YAML at line 3"),
+    ("dpdeploy: 5\n", "dpdeploy: must be a mapping"),
+    ("- a\n", "must be a YAML mapping"),
+    ("dpdeploy:\n  profle: cpu\n", "did you mean profile"),
+])
+def test_project_invoke_yaml_is_checked(tmp_path, text, why):
+    (tmp_path / "invoke.yaml").write_text(text)
+    with pytest.raises(SettingsError, match=why):
+        check_project_file(tmp_path)
+
+
+def test_project_invoke_yaml_that_is_fine(tmp_path):
+    check_project_file(tmp_path)  # none
+    (tmp_path / "invoke.yaml").write_text("run:\n  echo: true\ndpdeploy:\n  profile: cpu\n")
+    check_project_file(tmp_path)
+
+
+@pytest.mark.parametrize("change, why", [
+    ({"gpus": "none"}, "gpus must be a list, got str"),
+    ({"mem_total_mib": "lots"}, "mem_total_mib must be an integer, got str"),
+    ({"cpu_count": True}, "cpu_count must be an integer, got bool"),
+    ({"gpus": [{"index": 0, "name": "x", "compute_capability": 9.0, "memory_mib": 1}]},
+     r"gpus\[0\]\.compute_capability must be a string, got float"),
+    ({"cuda": {"nvcc": "nvcc", "home": "/c", "has_library_headers": True}}, "cuda.nvcc must be an object"),
+    ({"pythons": [{"path": "/p"}]}, r"missing facts keys: pythons\[0\]\.version"),
+])
+def test_facts_with_wrong_types_are_named(tmp_path, change, why):
+    data = json.loads((FIXTURES / "facts" / "h100.json").read_text())
+    data.update(change)
+    (tmp_path / "f.json").write_text(json.dumps(data))
+    with pytest.raises(FactsError, match=why):
+        Facts.load(tmp_path / "f.json")

@@ -1,5 +1,6 @@
 """Source acquisition and commit verification, with real git repositories and archives."""
 import io
+import random
 import subprocess
 import tarfile
 import zipfile
@@ -7,14 +8,16 @@ from pathlib import Path
 
 import pytest
 
-from dpdeploy.build.source import MARKER, SourceError, acquire, kind_of
+from dpdeploy.build import source as source_mod
+from dpdeploy.build.source import MARKER, SourceError, acquire, kind_of, tree_hash
 
 GIT_ENV = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.com", "GIT_COMMITTER_NAME": "t",
            "GIT_COMMITTER_EMAIL": "t@example.com", "PATH": "/usr/bin:/bin:/usr/local/bin"}
 
 
 def git(repo, *args):
-    return subprocess.run(["git", *args], cwd=repo, env=GIT_ENV, check=True, capture_output=True, text=True).stdout.strip()
+    done = subprocess.run(["git", *args], cwd=repo, env=GIT_ENV, check=True, capture_output=True, text=True)
+    return done.stdout.strip()
 
 
 @pytest.fixture
@@ -139,3 +142,84 @@ def test_bad_source_paths(tmp_path):
         kind_of(str(tmp_path / "missing"))
     with pytest.raises(SourceError, match="download the archive first"):
         acquire("https://example.com/d2.tar.gz", "unused", "0" * 40, tmp_path)
+
+
+# --- archives read to the end and checked against their listing ------------------------------
+
+PIN_A = "02b5c4e295e990042a714712c21dc79b731e8833"
+
+
+def _git_style_archive(path, commit=PIN_A, files=40):
+    """Like `git archive` output: pax global header with the commit, one top folder, many files."""
+    rng = random.Random(0)
+    _tar(path, {f"detectron2/mod{i}.py": "".join(rng.choice("0123456789abcdef") for _ in range(3000))
+                for i in range(files)} | {"setup.py": "setup()\n"}, comment=commit)
+    return path
+
+
+def _unpacked(cache):
+    return [p for p in cache.iterdir() if p.name.startswith("archive-")] if cache.exists() else []
+
+
+def test_whole_archive_is_accepted_with_its_tree_hash(tmp_path):
+    archive = _git_style_archive(tmp_path / "d2.tar.gz")
+    src = acquire(str(archive), "unused", PIN_A, tmp_path / "cache")
+    assert src.pinned and len(src.tree) == 64 and src.tree == tree_hash(Path(src.path))
+    assert sorted(p.name for p in Path(src.path, "detectron2").iterdir())[:2] == ["mod0.py", "mod1.py"]
+
+
+@pytest.mark.parametrize("cut", [0.5, 0.99])
+def test_truncated_archive_is_refused_not_a_traceback(tmp_path, cut):
+    whole = _git_style_archive(tmp_path / "whole.tar.gz").read_bytes()
+    archive = tmp_path / "d2.tar.gz"
+    archive.write_bytes(whole[: int(len(whole) * cut)])
+    with pytest.raises(SourceError, match=r"damaged or incomplete: .*next: download it again"):
+        acquire(str(archive), "unused", PIN_A, tmp_path / "cache")
+    assert _unpacked(tmp_path / "cache") == []
+
+
+@pytest.mark.parametrize("at", [0.3, 0.5, 0.7])
+def test_archive_with_flipped_bytes_is_refused(tmp_path, at):
+    data = bytearray(_git_style_archive(tmp_path / "whole.tar.gz").read_bytes())
+    middle = int(len(data) * at)
+    data[middle:middle + 16] = bytes(b ^ 0x5A for b in data[middle:middle + 16])
+    archive = tmp_path / "d2.tar.gz"
+    archive.write_bytes(bytes(data))
+    with pytest.raises(SourceError, match="damaged or incomplete"):
+        acquire(str(archive), "unused", PIN_A, tmp_path / "cache")
+    assert _unpacked(tmp_path / "cache") == []
+
+
+def test_tar_whose_listing_stops_early_is_refused(tmp_path):
+    """An uncompressed tar (no CRC) with a damaged second header: tarfile lists one member and
+    stops silently; the bytes after it are not padding."""
+    archive = tmp_path / "d2.tar"
+    with tarfile.open(archive, "w", format=tarfile.PAX_FORMAT, pax_headers={"comment": PIN_A}) as tf:
+        for name in ("d2/a.py", "d2/b.py", "d2/c.py"):
+            info = tarfile.TarInfo(name)
+            info.size = 600
+            tf.addfile(info, io.BytesIO(b"x" * 600))
+    data = bytearray(archive.read_bytes())
+    second = data.index(b"d2/b.py")
+    data[second + 148:second + 156] = b"garbage!"  # the header checksum field
+    archive.write_bytes(bytes(data))
+    with pytest.raises(SourceError, match="not in its listing"):
+        acquire(str(archive), "unused", PIN_A, tmp_path / "cache")
+
+
+def test_unpacked_tree_must_match_the_listing(tmp_path, monkeypatch):
+    archive = _git_style_archive(tmp_path / "d2.tar.gz", files=3)
+    real_unpack = source_mod._unpack
+
+    def lossy(arch, into):  # as if a file went missing on the way (e.g. a full disk ignored)
+        real_unpack(arch, into)
+        next(into.rglob("mod1.py")).unlink()
+
+    monkeypatch.setattr(source_mod, "_unpack", lossy)
+    with pytest.raises(SourceError, match=r"did not give the tree its listing names .*missing detectron2/mod1\.py"):
+        acquire(str(archive), "unused", PIN_A, tmp_path / "cache")
+    monkeypatch.undo()
+    src = acquire(str(archive), "unused", PIN_A, tmp_path / "cache")
+    Path(src.path, "detectron2", "mod2.py").unlink()  # the cached tree damaged later: unpacked again
+    again = acquire(str(archive), "unused", PIN_A, tmp_path / "cache")
+    assert Path(again.path, "detectron2", "mod2.py").is_file() and again.tree == src.tree

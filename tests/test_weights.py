@@ -7,29 +7,47 @@ can assert what the client sent (e.g. the Range header of a resumed download).
 import errno
 import hashlib
 import json
-import os
+import pickle
 import threading
 import time
+from collections import OrderedDict
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 
+from dpdeploy.inenv import checkpoint
 from dpdeploy.inference import weights as w
 from dpdeploy.plan.settings import resolve as resolve_settings
 from dpdeploy.plan import matrix as matrix_mod
 from dpdeploy.steps.context import StepContext
 from dpdeploy.steps import weights as weights_step
 
-PAYLOAD = os.urandom(3 * w.CHUNK + 12345)  # several read chunks, not a multiple of one
+DENSEPOSE_KEYS = ("backbone.bottom_up.stem.conv1.weight", "roi_heads.box_predictor.cls_score.weight",
+                  "roi_heads.densepose_head.body_conv_fcn1.weight",
+                  "roi_heads.densepose_predictor.index_uv_lowres.weight")
+
+
+def synthetic_checkpoint(keys=DENSEPOSE_KEYS, big: int = 3 * w.CHUNK // 4) -> bytes:
+    """A detectron2 model-zoo style .pkl: {"model": name -> ndarray, "__author__": ...}, protocol 2."""
+    rng = np.random.default_rng(0)
+    model = OrderedDict((k, rng.standard_normal((8, 3, 3, 3)).astype(np.float32)) for k in keys)
+    model[keys[0]] = rng.standard_normal(big).astype(np.float32)  # several read chunks
+    return pickle.dumps({"model": model, "__author__": "dpdeploy test"}, protocol=2)
+
+
+PAYLOAD = synthetic_checkpoint()
+assert len(PAYLOAD) > 3 * w.CHUNK and len(PAYLOAD) % w.CHUNK
 MD5 = hashlib.md5(PAYLOAD).hexdigest()
 SHA = hashlib.sha256(PAYLOAD).hexdigest()
+SIZE = len(PAYLOAD)
 STALL_S = 3.0  # the stalling handler sleeps this long (bounded); clients use a 0.5 s timeout
 
 
-def spec_for(url: str, md5_prefix: str = MD5[:6], sha256=None) -> w.ModelSpec:
-    return w.ModelSpec("densepose_test", url, md5_prefix, sha256)
+def spec_for(url: str, md5_prefix: str = MD5[:6], sha256=SHA, size=SIZE) -> w.ModelSpec:
+    return w.ModelSpec("densepose_test", url, md5_prefix, sha256, size if sha256 else None)
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -246,7 +264,8 @@ def step_ctx(home, lines, **settings) -> StepContext:
 
 def test_step_skips_loudly_when_the_weights_cannot_be_reached(tmp_path):
     lines = []
-    result = weights_step.run(step_ctx(tmp_path, lines, weights_from="http://127.0.0.1:9/mirror", weights_timeout=2))
+    result = weights_step.run(step_ctx(tmp_path, lines, weights_from="http://127.0.0.1:9/mirror", weights_timeout=2,
+                                       trust_on_first_use=True))
     assert result.status == "skipped" and result.ok
     assert result.output.startswith("real weights unavailable (cannot reach 127.0.0.1:9")
     assert "pipeline check with a synthetic checkpoint" in result.output
@@ -256,6 +275,165 @@ def test_step_skips_loudly_when_the_weights_cannot_be_reached(tmp_path):
 def test_step_fails_on_a_wrong_file(tmp_path):
     bad = tmp_path / "bad.pkl"
     bad.write_bytes(b"not the model")
-    result = weights_step.run(step_ctx(tmp_path / "home", [], weights_from=str(bad)))
+    result = weights_step.run(step_ctx(tmp_path / "home", [], weights_from=str(bad), trust_on_first_use=True))
     assert result.status == "failed" and "checksum mismatch" in result.output
     assert bad.read_bytes() == b"not the model"
+
+
+# --- trust: full sha256 + size, trust on first use, checkpoints loaded without running code ---
+
+def test_right_md5_prefix_but_wrong_content_is_refused(tmp_path):
+    crafted = bytearray(PAYLOAD)
+    crafted[len(crafted) // 2] ^= 0xFF  # same size, one byte changed
+    source = tmp_path / "crafted.pkl"
+    source.write_bytes(bytes(crafted))
+    # the zoo name's 24-bit prefix is all an attacker has to match: here it does
+    spec = spec_for("https://example.invalid/x/model_final.pkl", md5_prefix=hashlib.md5(crafted).hexdigest()[:6])
+    with pytest.raises(w.WeightsError) as info:
+        w.fetch(tmp_path / "home", spec, str(source))
+    assert info.value.kind == "checksum" and f"expected {SHA}" in str(info.value)
+    assert "md5 prefix" not in info.value.why
+    assert not w.final_path(tmp_path / "home", spec.name).exists()
+
+
+def test_wrong_size_is_named(tmp_path):
+    source = tmp_path / "short.pkl"
+    source.write_bytes(PAYLOAD[:-1])
+    with pytest.raises(w.WeightsError) as info:
+        w.fetch(tmp_path / "home", spec_for("https://example.invalid/x/m.pkl"), str(source))
+    assert f"size (env/matrix.yml): expected {len(PAYLOAD)} bytes, got {len(PAYLOAD) - 1}" in info.value.why
+
+
+def test_no_pinned_sha256_is_refused_before_any_download(server, tmp_path):
+    httpd, base = server
+    with pytest.raises(w.WeightsError) as info:
+        w.fetch(tmp_path, spec_for(f"{base}/file.pkl", sha256=None))
+    err = info.value
+    assert err.kind == "untrusted" and not err.unavailable and httpd.requests == []
+    assert "--trust-on-first-use" in err.next_step and "trust" in err.next_step
+    assert not w.final_path(tmp_path, "densepose_test").exists()
+
+
+def test_trust_on_first_use_records_the_hash_marked_as_such(server, tmp_path):
+    httpd, base = server
+    spec = spec_for(f"{base}/file.pkl", sha256=None)
+    got = w.fetch(tmp_path, spec, trust_on_first_use=True)
+    final = Path(got.path)
+    side = json.loads(final.with_name(final.name + ".json").read_text())
+    assert got.trust == side["trust"] == "tofu" and side["sha256"] == SHA and "warning" in side
+    again = w.fetch(tmp_path, spec)  # later runs: the cached file still matches the recorded hash
+    assert again.action == "cached" and again.trust == "tofu" and len(httpd.requests) == 1
+    final.write_bytes(PAYLOAD[:-1] + b"x")  # altered in the cache: no longer trusted
+    assert w.cached(tmp_path, spec) is None
+    # ... by the recorded hash itself, not only by the zoo name's md5 prefix
+    assert w.cached(tmp_path, spec_for(spec.url, md5_prefix="", sha256=None)) is None
+    with pytest.raises(w.WeightsError) as info:
+        w.fetch(tmp_path, spec)
+    assert info.value.kind == "untrusted"
+
+
+def test_pinned_file_is_marked_pinned(server, tmp_path):
+    _, base = server
+    got = w.fetch(tmp_path, spec_for(f"{base}/file.pkl"))
+    side = json.loads(Path(got.path + ".json").read_text())
+    assert got.trust == side["trust"] == "pinned" and "warning" not in side
+
+
+class WritesAFile:
+    """Unpickling this runs exec(), which writes ``marker``."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return exec, (f"open({str(self.marker)!r}, 'w').write('pwned')",)
+
+
+def test_pickle_with_a_reduce_payload_is_refused_without_running_it(tmp_path):
+    marker = tmp_path / "pwned"
+    blob = pickle.dumps({"model": {"backbone.x": WritesAFile(marker)}, "__author__": "x"}, protocol=2)
+    source = tmp_path / "evil.pkl"
+    source.write_bytes(blob)
+    # even with sha256/size pinned to this very file, it is not a checkpoint
+    spec = w.ModelSpec("densepose_test", "https://example.invalid/x/m.pkl", hashlib.md5(blob).hexdigest()[:6],
+                       hashlib.sha256(blob).hexdigest(), len(blob))
+    with pytest.raises(w.WeightsError) as info:
+        w.fetch(tmp_path / "home", spec, str(source))
+    assert info.value.kind == "checkpoint" and "names __builtin__.exec" in info.value.why  # protocol 2's name
+    assert not marker.exists()
+    assert not w.final_path(tmp_path / "home", spec.name).exists()
+    pickle.loads(blob)  # the payload is live: plain pickle runs it
+    assert marker.read_text() == "pwned"
+
+
+def test_good_synthetic_checkpoint_loads_with_names_and_shapes(tmp_path):
+    path = tmp_path / "good.pkl"
+    path.write_bytes(synthetic_checkpoint(big=10))
+    shapes = checkpoint.check_file(path)
+    assert set(shapes) == set(DENSEPOSE_KEYS) and shapes[DENSEPOSE_KEYS[1]] == (8, 3, 3, 3)
+
+
+@pytest.mark.parametrize("data, why", [
+    ({"model": {"backbone.x": np.zeros(2, np.float32)}}, "roi_heads.densepose_head.*"),  # not DensePose
+    ({"model": {"backbone.x": [1.0]}}, "not a numeric array"),
+    ({"blobs": {}}, "not a detectron2 checkpoint"),
+    ([1, 2], "not a detectron2 checkpoint"),
+])
+def test_checkpoint_structure_is_checked(tmp_path, data, why):
+    path = tmp_path / "x.pkl"
+    path.write_bytes(pickle.dumps(data, protocol=2))
+    with pytest.raises(checkpoint.CheckpointError, match=why.replace("*", r"\*")):
+        checkpoint.check_file(path)
+
+
+def test_truncated_pickle_is_a_checkpoint_error(tmp_path):
+    path = tmp_path / "cut.pkl"
+    path.write_bytes(PAYLOAD[:5000])
+    with pytest.raises(checkpoint.CheckpointError, match="not a readable pickle"):
+        checkpoint.check_file(path)
+
+
+def test_predict_worker_checks_a_pkl_before_detectron2_unpickles_it(tmp_path):
+    from dpdeploy.inenv.predict_worker import WorkerError, checked_weights
+
+    marker = tmp_path / "pwned"
+    evil = tmp_path / "model_final_162be9.pkl"
+    evil.write_bytes(pickle.dumps({"model": {"backbone.x": WritesAFile(marker)}}, protocol=4))
+    with pytest.raises(WorkerError, match=r"weights refused before loading: .*builtins\.exec"):
+        checked_weights(evil)
+    assert not marker.exists()
+    good = tmp_path / "good.pkl"
+    good.write_bytes(synthetic_checkpoint(big=10))
+    assert checked_weights(good) == good
+
+
+def test_cli_refuses_unpinned_weights_and_trusts_on_first_use_only_when_asked(tmp_path):
+    """`invoke weights` as a process, with the real matrix (no sha256 pinned for any model)."""
+    import os
+    import subprocess
+    import sys
+
+    from .conftest import ROOT
+
+    source = tmp_path / "model.pkl"
+    source.write_bytes(synthetic_checkpoint(big=10))
+    md5 = hashlib.md5(source.read_bytes()).hexdigest()[:6]
+    matrix = tmp_path / "matrix.yml"  # the real matrix, with the test file's md5 prefix
+    matrix.write_text((ROOT / "env" / "matrix.yml").read_text().replace("md5_prefix: 162be9", f"md5_prefix: {md5}"))
+    env = {**os.environ, "NO_COLOR": "1", "DPDEPLOY_HOME": str(tmp_path / "home"), "DPDEPLOY_MATRIX": str(matrix)}
+
+    def run(*args):
+        return subprocess.run([sys.executable, "-m", "invoke", "weights", "--from", str(source), *args], cwd=ROOT,
+                              capture_output=True, text=True, env=env, timeout=120)
+
+    refused = run()
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr
+    assert "pins no sha256" in refused.stderr and "--trust-on-first-use" in refused.stderr
+    assert "record sha256" not in refused.stdout + refused.stderr
+    assert not (tmp_path / "home" / "cache" / "weights" / "densepose_rcnn_R_50_FPN_s1x.pkl").exists()
+    trusted = run("--trust-on-first-use")
+    assert trusted.returncode == 0, trusted.stderr
+    assert "TRUSTED ON FIRST USE" in trusted.stderr and "TOFU" in trusted.stdout
+    assert "record sha256" not in trusted.stdout
+    side = json.loads((tmp_path / "home" / "cache" / "weights" / "densepose_rcnn_R_50_FPN_s1x.pkl.json").read_text())
+    assert side["trust"] == "tofu"

@@ -24,9 +24,10 @@ MANIFEST = "manifest.json"
 RECIPE = 1
 
 
-def key_fields(identity: str, torch: TorchInfo, plan: Plan, machine: str) -> dict[str, Any]:
-    """What makes two builds' wheels interchangeable (``cache_key`` adds the recipe version)."""
-    return {"source": identity, "python": torch.python, "torch": torch.torch, "torch_cuda": torch.torch_cuda,
+def key_fields(identity: str, torch: TorchInfo, plan: Plan, machine: str, tree: str = "") -> dict[str, Any]:
+    """What makes two builds' wheels interchangeable (``cache_key`` adds the recipe version): the
+    source's commit (or identity) and a hash of its tree's content, torch, machine, archs."""
+    return {"source": identity, "tree": tree, "python": torch.python, "torch": torch.torch, "torch_cuda": torch.torch_cuda,
             "machine": machine, "force_cuda": plan.force_cuda,
             "arch_list": plan.torch_cuda_arch_list if plan.force_cuda else ""}
 

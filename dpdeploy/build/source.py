@@ -13,7 +13,11 @@ An archive or plain directory has no history, so its commit is taken, in this or
 2. a ``.dpdeploy-commit`` file at the tree's root holding the full 40-hex commit;
 3. a full 40-hex commit in the archive's (or directory's) name or its single top folder
    (GitHub names archives ``detectron2-<commit>``).
-These are declarations, not proofs; ``how`` records which one was used. A source whose
+These are declarations, not proofs; ``how`` records which one was used. An archive is read to
+its end first (gzip CRC and length, zip member CRCs, nothing after the tar listing's last
+member but padding), and the unpacked tree must match the archive's listing, so a truncated
+or damaged download is refused instead of building whatever part of it unpacked.
+``tree`` (a hash of the cached tree's content) goes into the wheel cache key beside the commit. A source whose
 commit differs from the pin, or is unknown, is refused unless ``allow_unpinned``; then
 ``pinned`` is False and callers record that loudly. Builds never run in the user's tree:
 the caller copies ``Source.path`` (a cache folder owned by dpdeploy) before building.
@@ -27,6 +31,7 @@ import shutil
 import tarfile
 import tempfile
 import zipfile
+import zlib
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Optional
@@ -37,6 +42,8 @@ from dpdeploy.fsutil import sha256_file
 COMMIT = re.compile(r"(?<![0-9a-f])[0-9a-f]{40}(?![0-9a-f])")
 MARKER = ".dpdeploy-commit"
 ARCHIVES = (".tar.gz", ".tgz", ".tar", ".zip")
+CHUNK = 1 << 20
+DAMAGED = (OSError, EOFError, zlib.error, tarfile.TarError, zipfile.BadZipFile)
 
 
 class SourceError(Exception):
@@ -52,6 +59,7 @@ class Source:
     how: str              # how the commit was established
     pinned: bool          # commit == the matrix's pin
     identity: str         # commit, or a content hash when the commit is unknown (cache key)
+    tree: str = ""        # sha256 of the cached tree's paths and contents (cache key)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -86,10 +94,11 @@ def _decide(spec: str, kind: str, path: Path, commit: Optional[str], how: str, p
     pinned = commit == pin
     if not pinned and not allow_unpinned:
         found = f"is at commit {commit} ({how})" if commit else f"has no known commit ({how})"
-        raise SourceError(f"detectron2 source {spec or 'default'} {found}, but the matrix pins {pin}; refusing to build. "
+        raise SourceError(f"detectron2 source {spec or 'default'} {found}, but the matrix pins {pin}; "
+                          "refusing to build. "
                           f"next: use a source at {pin}, add a {MARKER} file / the commit in the archive name "
                           "if it is that commit, or pass --allow-unpinned to build it anyway (recorded as unpinned)")
-    return Source(spec, kind, str(path), commit, how, pinned, identity)
+    return Source(spec, kind, str(path), commit, how, pinned, identity, tree_hash(path))
 
 
 # --- git ------------------------------------------------------------------------------------
@@ -110,7 +119,8 @@ def from_git(url: str, pin: str, cache: Path, allow_unpinned: bool, run=runner_m
         done = _git(run, "clone", "--quiet", "--no-checkout", url, str(tmp / "repo"))
         if not done.ok:
             shutil.rmtree(tmp, ignore_errors=True)
-            raise SourceError(f"git clone {url} failed: {done.stderr.strip().splitlines()[-1] if done.stderr.strip() else done.returncode}; "
+            last = done.stderr.strip().splitlines()[-1] if done.stderr.strip() else done.returncode
+            raise SourceError(f"git clone {url} failed: {last}; "
                               "next: check network access, or pass --source with a local clone or a tarball")
         os.replace(tmp / "repo", dest)
         tmp.rmdir()
@@ -131,19 +141,64 @@ def from_git(url: str, pin: str, cache: Path, allow_unpinned: bool, run=runner_m
 
 # --- archives and plain directories ---------------------------------------------------------
 
-def _embedded_commit(archive: Path) -> Optional[str]:
-    """The commit ``git archive`` stores: tar pax global header "comment" or the zip comment."""
+def _damaged(archive: Path, why: str) -> SourceError:
+    return SourceError(f"archive {archive} is damaged or incomplete: {why}; refusing to use it. "
+                       "next: download it again (compare its size and checksum with the original)")
+
+
+def _listing(archive: Path) -> tuple[dict[str, str], str]:
+    """Read the whole archive: {member name: "file" | "dir" | "link"} and the embedded comment.
+
+    Every byte is read: gzip's CRC and length trailer, each zip member's CRC, and for a tar
+    everything after the last listed member must be zero padding (tarfile stops silently at a
+    damaged header after the first one, which would drop the rest of the tree).
+    """
     try:
         if archive.name.endswith(".zip"):
             with zipfile.ZipFile(archive) as zf:
-                text = zf.comment.decode("ascii", "replace")
-        else:
-            with tarfile.open(archive) as tf:
-                text = tf.pax_headers.get("comment", "")
-    except (OSError, tarfile.TarError, zipfile.BadZipFile) as exc:
-        raise SourceError(f"cannot read archive {archive}: {exc}; next: check the file (a complete download?)") from None
-    match = COMMIT.fullmatch(text.strip())
+                bad = zf.testzip()
+                if bad is not None:
+                    raise _damaged(archive, f"member {bad} fails its CRC check")
+                names = {i.filename.rstrip("/"): "dir" if i.is_dir() else "file" for i in zf.infolist()}
+                return names, zf.comment.decode("ascii", "replace")
+        with tarfile.open(archive) as tf:
+            members = tf.getmembers()
+            tf.fileobj.seek(tf.offset)
+            while block := tf.fileobj.read(CHUNK):
+                if block.strip(b"\0"):
+                    last = members[-1].name if members else "(none)"
+                    raise _damaged(archive, f"data after its last readable member {last} is not in its listing "
+                                            "(a damaged tar header)")
+            names = {m.name.rstrip("/"): "dir" if m.isdir() else "link" if m.issym() or m.islnk() else "file"
+                     for m in members}
+            return names, tf.pax_headers.get("comment", "")
+    except DAMAGED as exc:
+        raise _damaged(archive, f"{type(exc).__name__}: {exc or 'unexpected end of data'}") from None
+
+
+def _embedded_commit(comment: str) -> Optional[str]:
+    """The commit ``git archive`` stores: tar pax global header "comment" or the zip comment."""
+    match = COMMIT.fullmatch(comment.strip())
     return match.group(0) if match else None
+
+
+def _tree_differences(root: Path, names: dict[str, str]) -> list[str]:
+    """How the unpacked ``root`` differs from the archive's listing (empty when it matches)."""
+    found = {}
+    for path in root.rglob("*"):
+        rel = path.relative_to(root).as_posix()
+        found[rel] = "link" if path.is_symlink() else "dir" if path.is_dir() else "file"
+    wanted = {n: k for n, k in names.items() if n and n != "pax_global_header"}
+    # a member's parent folders may be implied rather than listed
+    for name in list(wanted):
+        parts = name.split("/")
+        for i in range(1, len(parts)):
+            wanted.setdefault("/".join(parts[:i]), "dir")
+    out = [f"missing {n}" for n in sorted(set(wanted) - set(found))]
+    out += [f"not in the archive: {n}" for n in sorted(set(found) - set(wanted))]
+    out += [f"{n} is a {found[n]}, the archive lists a {wanted[n]}" for n in sorted(set(wanted) & set(found))
+            if found[n] != wanted[n] and wanted[n] != "link"]
+    return out
 
 
 def _declared_commit(root: Path, names: list[str]) -> tuple[Optional[str], str]:
@@ -175,36 +230,49 @@ def _unpack(archive: Path, into: Path) -> None:
             tf.extractall(into, **({"filter": "data"} if hasattr(tarfile, "data_filter") else {}))
 
 
+def _strip_top(names: dict[str, str], top: Optional[str]) -> dict[str, str]:
+    """The listing relative to its single top folder (what ends up in the cache entry)."""
+    if top is None:
+        return names
+    return {n[len(top) + 1:]: k for n, k in names.items() if n.startswith(top + "/")}
+
+
 def from_archive(archive: Path, pin: str, cache: Path, allow_unpinned: bool) -> Source:
-    """Unpack (once per archive content) into the cache; the commit as the module doc says."""
+    """Check the archive, unpack it (once per archive content) into the cache and check the
+    tree against its listing; the commit as the module doc says."""
+    names, comment = _listing(archive)
+    top = _single_top_name(names)
+    listed = _strip_top(names, top)
     digest = sha256_file(archive)
     dest = cache / f"archive-{digest[:16]}"
+    if dest.exists() and _tree_differences(dest, listed):  # e.g. unpacked by an older dpdeploy
+        shutil.rmtree(dest)
     if not dest.exists():
         cache.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=".unpack-", dir=cache))
         try:
             _unpack(archive, tmp)
-            os.replace(_single_top(tmp), dest)
-        except (OSError, tarfile.TarError, zipfile.BadZipFile) as exc:
-            raise SourceError(f"cannot unpack {archive}: {exc}; next: check the file (a complete download?)") from None
+            tree = _single_top(tmp)
+            wrong = _tree_differences(tree, listed)
+            if wrong:
+                raise SourceError(f"unpacking {archive} did not give the tree its listing names "
+                                  f"({len(wrong)} differences, e.g. {'; '.join(wrong[:3])}); refusing to use it. "
+                                  "next: check free disk space in the cache, or download the archive again")
+            os.replace(tree, dest)
+        except DAMAGED as exc:
+            raise _damaged(archive, f"{type(exc).__name__}: {exc or 'unexpected end of data'}") from None
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
-    commit, how = _embedded_commit(archive), "the commit git archive embedded"
+    commit, how = _embedded_commit(comment), "the commit git archive embedded"
     if commit is None:
-        top = _single_top_name(archive)
         commit, how = _declared_commit(dest, [archive.name] + ([top] if top else []))
     return _decide(str(archive), "archive", dest, commit, how, pin, allow_unpinned, commit or f"sha256:{digest}")
 
 
-def _single_top_name(archive: Path) -> Optional[str]:
-    if archive.name.endswith(".zip"):
-        with zipfile.ZipFile(archive) as zf:
-            names = zf.namelist()
-    else:
-        with tarfile.open(archive) as tf:
-            names = tf.getnames()
+def _single_top_name(names: dict[str, str]) -> Optional[str]:
     tops = {n.split("/", 1)[0] for n in names if n and n != "pax_global_header"}
-    return tops.pop() if len(tops) == 1 else None
+    top = tops.pop() if len(tops) == 1 else None
+    return top if top is not None and names.get(top, "dir") == "dir" and any("/" in n for n in names) else None
 
 
 def from_directory(folder: Path, pin: str, cache: Path, allow_unpinned: bool) -> Source:

@@ -15,7 +15,7 @@ from dpdeploy.plan.matrix import Matrix, MatrixError
 from dpdeploy.plan.resolve import STEP_NAMES, Plan, PlanError, resolve
 from dpdeploy.inference.predict import PredictError
 from dpdeploy.host.probe import load_nvml, probe
-from dpdeploy.plan.settings import Settings, SettingsError, resolve as resolve_settings
+from dpdeploy.plan.settings import Settings, SettingsError, check_project_file, resolve as resolve_settings
 
 USER_ERRORS = (MatrixError, FactsError, SettingsError, PlanError, LockError, PredictError)
 
@@ -23,8 +23,17 @@ USER_ERRORS = (MatrixError, FactsError, SettingsError, PlanError, LockError, Pre
 def settings(c, **flags: Any) -> Settings:
     """Flags whose value is "" / 0 / None count as not given."""
     given = {k: v for k, v in flags.items() if v not in ("", 0, None)}
-    config = dict(c.config.get("dpdeploy", {}))
-    return resolve_settings(given, config=config)
+    raw = c.config.get("dpdeploy")
+    return resolve_settings(given, config=dict(raw) if hasattr(raw, "keys") else raw)
+
+
+def check_project_config(folder: str) -> None:
+    """Exit 2 with one line when invoke.yaml in ``folder`` is broken (before invoke reads it)."""
+    try:
+        check_project_file(folder)
+    except SettingsError as err:
+        print(render.error_text(err), file=sys.stderr)
+        sys.exit(2)
 
 
 def facts(s: Settings) -> Facts:

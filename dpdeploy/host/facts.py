@@ -5,8 +5,10 @@ from JSON so any host can be planned from anywhere.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
-from dataclasses import asdict, dataclass, field, fields
+import typing
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
@@ -75,24 +77,8 @@ class Facts:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "Facts":
-        try:
-            known = {f.name for f in fields(cls)}
-            unknown = sorted(set(data) - known)
-            if unknown:
-                raise FactsError(f"unknown facts keys: {', '.join(unknown)}")
-            cuda = data.get("cuda")
-            return cls(
-                **{k: v for k, v in data.items() if k not in {"pythons", "compilers", "cuda", "gpus", "notes"}},
-                pythons=tuple(Tool(**t) for t in data.get("pythons", ())),
-                compilers=tuple(Tool(**t) for t in data.get("compilers", ())),
-                cuda=None if cuda is None else CudaToolkit(
-                    nvcc=Tool(**cuda["nvcc"]), home=cuda["home"], has_library_headers=cuda["has_library_headers"]
-                ),
-                gpus=tuple(Gpu(**g) for g in data.get("gpus", ())),
-                notes=tuple(data.get("notes", ())),
-            )
-        except (TypeError, KeyError) as exc:
-            raise FactsError(f"malformed facts: {exc}") from exc
+        """Facts from their JSON form, every field type-checked (FactsError names the key)."""
+        return _build(cls, data, "")
 
     @classmethod
     def load(cls, path: str | Path) -> "Facts":
@@ -104,4 +90,42 @@ class Facts:
             raise FactsError(f"facts file {path} is not JSON: {exc}") from None
         if not isinstance(data, dict):
             raise FactsError(f"facts file {path} must hold a JSON object")
-        return cls.from_dict(data)
+        try:
+            return cls.from_dict(data)
+        except FactsError as exc:
+            raise FactsError(f"facts file {path}: {exc}; next: fix it, or record it again with "
+                             "`invoke facts --json > FILE`") from None
+
+
+_NAMES = {str: "a string", int: "an integer", bool: "true or false"}
+
+
+def _build(cls: type, data: Any, where: str) -> Any:
+    """``cls(**data)`` for a facts dataclass, converting and checking each field by its type."""
+    if not isinstance(data, dict):
+        raise FactsError(f"{where.rstrip('.') or 'facts'} must be an object, got {type(data).__name__} {data!r}")
+    hints = typing.get_type_hints(cls)
+    known = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(known))
+    if unknown:
+        raise FactsError(f"unknown facts keys: {', '.join(where + k for k in unknown)}")
+    missing = [k for k, f in known.items() if k not in data
+               and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+    if missing:
+        raise FactsError(f"missing facts keys: {', '.join(where + k for k in missing)}")
+    return cls(**{k: _value(v, hints[k], f"{where}{k}") for k, v in data.items()})
+
+
+def _value(value: Any, hint: Any, where: str) -> Any:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is typing.Union:  # Optional[X]
+        return None if value is None else _value(value, args[0], where)
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise FactsError(f"{where} must be a list, got {type(value).__name__} {value!r}")
+        return tuple(_value(v, args[0], f"{where}[{i}]") for i, v in enumerate(value))
+    if dataclasses.is_dataclass(hint):
+        return _build(hint, value, f"{where}.")
+    if not isinstance(value, hint) or (hint is int and isinstance(value, bool)):
+        raise FactsError(f"{where} must be {_NAMES.get(hint, hint.__name__)}, got {type(value).__name__} {value!r}")
+    return value

@@ -27,7 +27,7 @@ from typing import Any, Optional, Sequence
 
 from dpdeploy.fsutil import atomic_write_bytes, atomic_write_json
 from dpdeploy.inenv.outputs import DEFAULT_MAX_SIZE, DEFAULT_VIS, VISUALIZERS, unique_stems
-from dpdeploy.inenv import config, images
+from dpdeploy.inenv import checkpoint, config, images
 
 FATAL_EXIT = 3
 
@@ -88,6 +88,19 @@ def emit(event: dict[str, Any]) -> None:
 
 # --- inside the env: detectron2 / DensePose --------------------------------------------------
 
+def checked_weights(weights: Path) -> Path:
+    """``weights`` if it exists and, for a .pkl (which detectron2's checkpointer unpickles with
+    plain pickle), loads with the restricted unpickler as a DensePose checkpoint."""
+    if not weights.is_file():
+        raise WorkerError(f"weights {weights} not found")
+    if weights.name.endswith(".pkl"):
+        try:
+            checkpoint.check_file(weights)
+        except checkpoint.CheckpointError as exc:
+            raise WorkerError(f"weights refused before loading: {exc}") from None
+    return weights
+
+
 class Model:
     """DefaultPredictor + DensePose's visualizers and extractors, made once per run."""
 
@@ -116,11 +129,10 @@ class Model:
             from dpdeploy.inenv import synthetic
 
             weights, built = synthetic.ensure(cfg, args.synthetic_cache)
-            self.notes.append(("built" if built else "reused") + f" synthetic checkpoint {weights} (recipe {synthetic.RECIPE})")
+            self.notes.append(("built" if built else "reused")
+                              + f" synthetic checkpoint {weights} (recipe {synthetic.RECIPE})")
         else:
-            weights = Path(args.weights)
-            if not weights.is_file():
-                raise WorkerError(f"weights {weights} not found")
+            weights = checked_weights(Path(args.weights))
         cfg.MODEL.WEIGHTS = str(weights)
         cfg.freeze()
         self.weights = weights
@@ -251,8 +263,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
           "torch": torch.__version__, "load_s": round(time.perf_counter() - started, 3),
           "notes": model.notes, "total": len(args.inputs)})
     failed = 0
-    for index, (path, stem) in enumerate(zip(args.inputs, unique_stems(args.inputs)), 1):
-        event: dict[str, Any] = {"event": "image", "index": index, "total": len(args.inputs), "input": path, "stem": stem}
+    for index, (path, stem) in enumerate(zip(args.inputs, unique_stems(args.inputs), strict=True), 1):
+        event: dict[str, Any] = {"event": "image", "index": index, "total": len(args.inputs), "input": path,
+                                 "stem": stem}
         t0 = time.perf_counter()
         try:
             result = process(model, path, stem, out, args)

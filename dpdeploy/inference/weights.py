@@ -5,9 +5,17 @@ The cache is ``<home>/cache/weights/``:
 | file | what |
 | --- | --- |
 | ``<model>.pkl`` | the verified weights; only ever put there by ``os.replace`` after verification |
-| ``<model>.pkl.json`` | sidecar: source, size, md5, sha256 (the sha256 to record in env/matrix.yml) |
+| ``<model>.pkl.json`` | sidecar (the cache manifest): source, size, md5, sha256, ``trust`` |
 | ``<model>.pkl.part`` | an interrupted download; the next fetch resumes it with an HTTP Range request |
 | ``<model>.pkl.rejected`` | the last download that failed verification, kept for inspection |
+
+A file is accepted when its size and sha256 match env/matrix.yml (``trust: pinned``). A model
+whose matrix entry has no sha256 is refused unless the user passes ``--trust-on-first-use``:
+then the file's own sha256 is recorded in the sidecar with ``trust: tofu`` and later runs
+re-check the cached file against that recorded hash (it never goes into the matrix: a hash
+of an unverified download proves nothing about the publisher's file). Either way the file
+must also load as a DensePose checkpoint with dpdeploy.inenv.checkpoint's restricted
+unpickler (no code runs) before it is moved into place.
 
 Disk full (ENOSPC) keeps the ``.part`` file: what it holds is a correct prefix of the file, so
 after freeing space the next run resumes instead of starting over; the error names its size
@@ -18,7 +26,6 @@ from __future__ import annotations
 import errno
 import hashlib
 import http.client
-import json
 import os
 import socket
 import time
@@ -29,7 +36,8 @@ from pathlib import Path
 from typing import Callable, Optional
 from urllib.parse import urlparse
 
-from dpdeploy.fsutil import atomic_write_json
+from dpdeploy.fsutil import atomic_write_json, read_json
+from dpdeploy.inenv import checkpoint
 from dpdeploy.plan.matrix import Matrix
 
 CHUNK = 1 << 20
@@ -43,7 +51,8 @@ class WeightsError(Exception):
 
     def __init__(self, kind: str, what: str, why: str, next_step: str):
         super().__init__(what)
-        # not_found | timeout | unreachable | interrupted | http | checksum | disk_full | source | model
+        # not_found | timeout | unreachable | interrupted | http | checksum | checkpoint | untrusted
+        # | disk_full | source | model
         self.kind = kind
         self.what, self.why, self.next_step = what, why, next_step
 
@@ -65,6 +74,7 @@ class ModelSpec:
     url: str
     md5_prefix: str
     sha256: Optional[str]
+    size: Optional[int] = None
 
     @classmethod
     def from_matrix(cls, matrix: Matrix, name: str = "") -> "ModelSpec":
@@ -73,7 +83,7 @@ class ModelSpec:
             raise WeightsError("model", f"unknown model {name!r}", f"{matrix.path} lists: {', '.join(matrix.models)}",
                                "pass one of those with --model")
         entry = matrix.models[name]
-        return cls(name, matrix.model_url(name), entry["md5_prefix"], entry.get("sha256"))
+        return cls(name, matrix.model_url(name), entry["md5_prefix"], entry.get("sha256"), entry.get("size"))
 
     @property
     def file_name(self) -> str:
@@ -89,6 +99,7 @@ class Fetched:
     size: int
     md5: str
     sha256: str
+    trust: str           # pinned (env/matrix.yml's sha256) | tofu (trusted on first use)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -119,49 +130,78 @@ def file_hashes(path: Path) -> tuple[str, str]:
     return md5.hexdigest(), sha.hexdigest()
 
 
-def mismatches(spec: ModelSpec, md5: str, sha256: str) -> list[str]:
-    """Each differing checksum as 'which: expected X, got Y' (empty when the file is right)."""
+def mismatches(spec: ModelSpec, md5: str, sha256: str, size: int) -> list[str]:
+    """Each differing size or checksum as 'which: expected X, got Y' (empty when the file is right)."""
     out = []
+    if spec.size is not None and size != spec.size:
+        out.append(f"size (env/matrix.yml): expected {spec.size} bytes, got {size}")
     if not md5.startswith(spec.md5_prefix):
-        out.append(f"md5 prefix (from the zoo file name {spec.file_name}): expected {spec.md5_prefix}, got {md5[:6]} (md5 {md5})")
+        out.append(f"md5 prefix (from the zoo file name {spec.file_name}): expected {spec.md5_prefix}, "
+                   f"got {md5[:6]} (md5 {md5})")
     if spec.sha256 and sha256 != spec.sha256:
         out.append(f"sha256 (env/matrix.yml): expected {spec.sha256}, got {sha256}")
     return out
 
 
+def untrusted(spec: ModelSpec) -> WeightsError:
+    """The refusal for a model with no pinned sha256 when trust on first use was not asked for."""
+    return WeightsError(
+        "untrusted", f"{spec.name}: env/matrix.yml pins no sha256 for it, so a file cannot be verified",
+        "without it only the 24-bit md5 prefix in the zoo file name could be checked, which any "
+        "altered file can be made to match",
+        "pin sha256 and size in env/matrix.yml only from a source you trust (the publisher), or accept "
+        "this one download unverified with `invoke weights --trust-on-first-use` (recorded as such)")
+
+
 def cached(home: str | Path, spec: ModelSpec) -> Optional[Fetched]:
-    """The cached file if it is there and still verifies (re-hashed: ~1 s for 250 MB)."""
+    """The cached file if it still verifies against the matrix's sha256, or against the hash
+    recorded when it was trusted on first use (the matrix has none); re-hashed, ~1 s for 250 MB."""
     path = final_path(home, spec.name)
     if not path.is_file():
         return None
+    side = read_json(_beside(path, ".json"))
+    side = side if isinstance(side, dict) else {}
     md5, sha = file_hashes(path)
-    if mismatches(spec, md5, sha):
+    size = path.stat().st_size
+    if mismatches(spec, md5, sha, size):
         return None
-    side = _beside(path, ".json")
-    source = ""
-    if side.is_file():
-        source = json.loads(side.read_text(encoding="utf-8")).get("source", "")
-    return Fetched(spec.name, str(path), source, "cached", path.stat().st_size, md5, sha)
+    if spec.sha256:
+        trust = "pinned"
+    elif side.get("trust") == "tofu" and side.get("sha256") == sha and side.get("size") == size:
+        trust = "tofu"
+    else:
+        return None
+    return Fetched(spec.name, str(path), side.get("source", ""), "cached", size, md5, sha, trust)
 
 
 def _install(part: Path, spec: ModelSpec, home: str | Path, source: str, action: str,
              on_mismatch: Callable[[Path], str]) -> Fetched:
     """Verify ``part`` and move it into place; on a mismatch call ``on_mismatch`` and raise."""
     md5, sha = file_hashes(part)
-    wrong = mismatches(spec, md5, sha)
+    size = part.stat().st_size
+    again = (f"the cached file (if any) is untouched. Get the file again from {spec.url} (or a trusted "
+             "copy) and check it was not truncated or altered")
+    wrong = mismatches(spec, md5, sha, size)
     if wrong:
         kept = on_mismatch(part)
         raise WeightsError("checksum", f"{spec.name}: checksum mismatch for {source}", "; ".join(wrong),
-                           f"{kept}; the cached file (if any) is untouched. Get the file again from "
-                           f"{spec.url} (or a trusted copy) and check it was not truncated or altered")
+                           f"{kept}; {again}")
+    try:
+        checkpoint.check(checkpoint.load(part))
+    except checkpoint.CheckpointError as exc:
+        kept = on_mismatch(part)
+        raise WeightsError("checkpoint", f"{spec.name}: {source} is not a loadable DensePose checkpoint",
+                           str(exc), f"{kept}; {again}") from None
+    trust = "pinned" if spec.sha256 else "tofu"
     final = final_path(home, spec.name)
-    size = part.stat().st_size
     os.replace(part, final)
     atomic_write_json(_beside(final, ".json"), {
-        "model": spec.name, "source": source, "size": size, "md5": md5, "sha256": sha,
+        "model": spec.name, "source": source, "size": size, "md5": md5, "sha256": sha, "trust": trust,
         "zoo_url": spec.url, "verified_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        **({"warning": "trusted on first use: no sha256 in env/matrix.yml to verify it against; this "
+                       "hash only detects later changes to the cached file"} if trust == "tofu" else {}),
     })
-    return Fetched(spec.name, str(final), source, action, size, md5, sha)
+    return Fetched(spec.name, str(final), source, action, size, md5, sha, trust)
 
 
 def _disk_full(exc: OSError, part: Path, keep: bool) -> WeightsError:
@@ -211,7 +251,7 @@ def _open(url: str, offset: int, timeout: float):
     request = urllib.request.Request(url, headers={"User-Agent": "dpdeploy"})
     if offset:
         request.add_header("Range", f"bytes={offset}-")
-    return urllib.request.urlopen(request, timeout=timeout)  # noqa: S310 (http/https only, checked)
+    return urllib.request.urlopen(request, timeout=timeout)  # http/https only, checked by the callers
 
 
 def _network_error(exc: BaseException, url: str, spec: ModelSpec, timeout: float) -> WeightsError:
@@ -226,7 +266,8 @@ def _network_error(exc: BaseException, url: str, spec: ModelSpec, timeout: float
     reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc
     if isinstance(reason, (socket.timeout, TimeoutError)):
         return WeightsError("timeout", f"{url}: no answer within {timeout:g} s",
-                            f"{host} accepted no connection or stopped sending", f"retry later (a .part file is resumed), or {by_hand}")
+                            f"{host} accepted no connection or stopped sending",
+                            f"retry later (a .part file is resumed), or {by_hand}")
     return WeightsError("unreachable", f"cannot reach {host}", f"{reason}", by_hand)
 
 
@@ -326,11 +367,14 @@ def resolve_source(spec: ModelSpec, source: str) -> tuple[str, str]:
 
 
 def fetch(home: str | Path, spec: ModelSpec, source: str = "", timeout: float = 30,
-          progress: Progress = lambda n, t: None) -> Fetched:
-    """The cached file if it verifies, else download or import it from ``source``."""
+          progress: Progress = lambda n, t: None, trust_on_first_use: bool = False) -> Fetched:
+    """The cached file if it verifies, else download or import it from ``source``; a model
+    without a pinned sha256 is refused before any transfer unless ``trust_on_first_use``."""
     hit = cached(home, spec)
     if hit:
         return hit
+    if not spec.sha256 and not trust_on_first_use:
+        raise untrusted(spec)
     kind, where = resolve_source(spec, source)
     if kind == "file":
         return import_file(home, spec, Path(where), progress)

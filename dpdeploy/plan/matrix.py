@@ -210,6 +210,12 @@ def parse(data: Any, path: str = "<matrix>") -> Matrix:
     if not re.fullmatch(r"[0-9a-f]{40}", commit):
         raise r.fail("detectron2.commit", "must be a full 40-hex commit id")
     build = r.get(data, "build", "", dict)
+    mem_per_job = r.get(build, "mem_per_job_mib", "build", int)
+    mem_reserve = r.get(build, "mem_reserve_mib", "build", int)
+    if mem_per_job <= 0:
+        raise r.fail("build.mem_per_job_mib", f"must be a positive number of MiB, got {mem_per_job}")
+    if mem_reserve < 0:
+        raise r.fail("build.mem_reserve_mib", f"must be 0 or more MiB, got {mem_reserve}")
     plat = r.get(data, "platform", "", dict)
     tested = r.get(plat, "tested_os", "platform", dict)
     gcc_table = r.get(data, "nvcc_max_gcc", "", dict)
@@ -239,6 +245,11 @@ def parse(data: Any, path: str = "<matrix>") -> Matrix:
         sha = r.get(entry, "sha256", f"models.entries.{name}", str, optional=True)
         if sha is not None and not re.fullmatch(r"[0-9a-f]{64}", sha):
             raise r.fail(f"models.entries.{name}.sha256", "must be 64 hex digits or null")
+        size = r.get(entry, "size", f"models.entries.{name}", int, optional=True)
+        if size is not None and size <= 0:
+            raise r.fail(f"models.entries.{name}.size", "must be a positive number of bytes or null")
+        if (sha is None) != (size is None):
+            raise r.fail(f"models.entries.{name}", "pin sha256 and size together (both known, or both null)")
     default_model = r.get(models, "default", "models", str)
     if default_model not in entries:
         raise r.fail("models.default", f"{default_model!r} is not among models.entries")
@@ -270,8 +281,8 @@ def parse(data: Any, path: str = "<matrix>") -> Matrix:
         nvcc_max_gcc={str(k): v for k, v in gcc_table.items()},
         machines=tuple(r.get(plat, "machines", "platform", list)),
         tested_os={str(k): tuple(str(v) for v in vs) for k, vs in tested.items()},
-        mem_per_job_mib=r.get(build, "mem_per_job_mib", "build", int),
-        mem_reserve_mib=r.get(build, "mem_reserve_mib", "build", int),
+        mem_per_job_mib=mem_per_job,
+        mem_reserve_mib=mem_reserve,
         d2_repo=r.get(d2, "repo", "detectron2", str),
         d2_commit=commit,
         densepose_subdir=r.get(d2, "densepose_subdir", "detectron2", str),

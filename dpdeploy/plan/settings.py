@@ -1,6 +1,12 @@
-"""Settings resolve in one place: CLI flag > DPDEPLOY_* env var > invoke.yaml > default."""
+"""Settings resolve in one place: CLI flag > DPDEPLOY_* env var > invoke.yaml > default.
+
+Unknown keys in invoke.yaml's ``dpdeploy:`` section and unknown ``DPDEPLOY_*`` environment
+variables are errors (with a "did you mean"), except the variables in ``NOT_SETTINGS``, which
+other parts of dpdeploy and its tests read.
+"""
 from __future__ import annotations
 
+import difflib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,14 +35,81 @@ DEFAULTS: dict[str, Any] = {
     "facts": "",         # recorded facts JSON instead of probing
     "weights_from": "",  # weights source: "" = model zoo; a zoo mirror URL, a .pkl URL, a file or folder
     "weights_timeout": 20,  # seconds a weights download may wait for the server per read
+    "trust_on_first_use": False,  # accept weights the matrix pins no sha256 for, unverified (recorded)
     "conda": False,      # env step: install env/conda-lock-<profile>.yml with conda-lock instead of pip
     "source": "",        # detectron2 source: URL, git repo/checkout, archive or dir; "" = the matrix's repo
     "allow_unpinned": False,  # build a detectron2 source whose commit is not the matrix's pin (recorded)
 }
 
 
+# DPDEPLOY_* variables that are not settings: read by the smoke suite (set by
+# dpdeploy/inference/smoke.py), docker/compose.yml, and tests / CI (docs/ci.md).
+NOT_SETTINGS = frozenset({
+    "DPDEPLOY_PLAN_JSON", "DPDEPLOY_MODEL", "DPDEPLOY_WEIGHTS", "DPDEPLOY_SMOKE_OUT",
+    "DPDEPLOY_WEIGHTS_DIR",
+    "DPDEPLOY_TEST_D2_SOURCE", "DPDEPLOY_TEST_D2_ENV", "DPDEPLOY_TEST_TORCH_ENV",
+    "DPDEPLOY_TEST_ANSIBLE_STEPS", "DPDEPLOY_TEST_ROOTFS_CACHE", "DPDEPLOY_TEST_STORAGE_ROOT",
+})
+# name -> (check, what it must be), for values a type alone does not rule out.
+BOUNDS = {
+    "max_jobs": (lambda v: v >= 0, "a number of jobs >= 0 (0 = from RAM and cores)"),
+    "weights_timeout": (lambda v: v > 0, "a number of seconds > 0"),
+}
+
+
 class SettingsError(ValueError):
-    """A setting with a value of the wrong type."""
+    """A setting that is unknown or has a bad value; the message is one line."""
+
+
+def _did_you_mean(name: str, choices: list[str]) -> str:
+    close = difflib.get_close_matches(name, choices, n=1)
+    return f" (did you mean {close[0]}?)" if close else ""
+
+
+def check_env(env: Mapping[str, str]) -> None:
+    """Refuse DPDEPLOY_* variables that are neither a setting nor in NOT_SETTINGS."""
+    settings = [ENV_PREFIX + name.upper() for name in DEFAULTS]
+    for var in sorted(env):
+        if var.startswith(ENV_PREFIX) and var not in settings and var not in NOT_SETTINGS:
+            hint = _did_you_mean(var, settings + sorted(NOT_SETTINGS))
+            raise SettingsError(f"unknown environment variable {var}{hint}; "
+                                f"next: unset it (settings: {', '.join(settings)})")
+
+
+def check_config(config: Any, origin: str = "invoke.yaml") -> Mapping[str, Any]:
+    """The ``dpdeploy:`` config section, refused unless a mapping of known settings."""
+    if config is None:
+        return {}
+    if not isinstance(config, Mapping):
+        raise SettingsError(f"{origin}: dpdeploy: must be a mapping of settings (e.g. `dpdeploy: {{profile: cpu}}`), "
+                            f"got {type(config).__name__} {config!r}")
+    for key in config:
+        if key not in DEFAULTS:
+            raise SettingsError(f"{origin}: unknown setting dpdeploy.{key}{_did_you_mean(str(key), list(DEFAULTS))}; "
+                                f"next: remove it (settings: {', '.join(DEFAULTS)})")
+    return config
+
+
+def check_project_file(folder: str | os.PathLike) -> None:
+    """Validate ``invoke.yaml`` / ``invoke.yml`` in ``folder`` before invoke merges it (invoke
+    itself would stop with a traceback on a YAML error or a non-mapping ``dpdeploy:``)."""
+    import yaml
+
+    for path in (Path(folder) / "invoke.yaml", Path(folder) / "invoke.yml"):
+        if not path.is_file():
+            continue
+        try:
+            data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f" at line {mark.line + 1}" if mark else ""
+            problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+            raise SettingsError(f"{path}: not valid YAML{where}: {problem}; next: fix or remove it") from None
+        if data is None:
+            continue
+        if not isinstance(data, Mapping):
+            raise SettingsError(f"{path}: must be a YAML mapping, got {type(data).__name__}; next: fix or remove it")
+        check_config(data.get("dpdeploy"), str(path))
 
 
 @dataclass(frozen=True)
@@ -68,9 +141,13 @@ def _coerce(name: str, value: Any, origin: str) -> Any:
         return bool(value)
     if isinstance(default, int):
         try:
-            return int(value)
+            number = int(value)
         except (TypeError, ValueError):
             raise SettingsError(f"{name} from {origin}: expected an integer, got {value!r}") from None
+        check, what = BOUNDS.get(name, (lambda v: True, ""))
+        if not check(number):
+            raise SettingsError(f"{name} from {origin}: must be {what}, got {number}")
+        return number
     return "" if value is None else str(value)
 
 
@@ -79,9 +156,11 @@ def resolve(
     env: Mapping[str, str] = os.environ,
     config: Optional[Mapping[str, Any]] = None,
 ) -> Settings:
-    """Merge the four sources; ``flags`` values of None mean "not given"."""
+    """Merge the four sources; ``flags`` values of None mean "not given". Unknown flags,
+    config keys and DPDEPLOY_* variables are refused."""
     flags = flags or {}
-    config = config or {}
+    config = check_config(config)
+    check_env(env)
     values: dict[str, Any] = {}
     origins: dict[str, str] = {}
     for name, default in DEFAULTS.items():

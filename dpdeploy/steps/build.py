@@ -108,7 +108,7 @@ def _build(ctx: StepContext, prefix: Path, python: str, command: str, log: Path)
     if not src.pinned:
         echo(f"WARNING: building UNPINNED detectron2 ({src.commit or 'unknown commit'}, {src.how}); "
              f"the matrix pins {plan.detectron2_commit}. Recorded in {build_stamp.path(prefix)}.")
-    fields = wheelcache.key_fields(src.identity, torch_info(prefix), plan, ctx.facts.machine)
+    fields = wheelcache.key_fields(src.identity, torch_info(prefix), plan, ctx.facts.machine, src.tree)
     key = wheelcache.cache_key(fields)
     detail["key"] = key
     stamp = up_to_date(prefix, key)

@@ -1,8 +1,9 @@
 """The `weights` step: cached/verified weights, or a loud skip when they cannot be reached.
 
-Unreachable weights (no network to the zoo, 404, timeout) must not stop `invoke setup`: the
-smoke step then runs the pipeline check with a synthetic checkpoint. A wrong file (checksum)
-or a full disk is a failure.
+Unreachable weights (no network to the zoo, 404, timeout) and weights that cannot be verified
+(no sha256 in the matrix, trust_on_first_use off) must not stop `invoke setup`: the smoke step
+then runs the pipeline check with a synthetic checkpoint. A wrong file (checksum, not a
+checkpoint) or a full disk is a failure.
 """
 from __future__ import annotations
 
@@ -22,9 +23,10 @@ def run(ctx: StepContext) -> StepResult:
         return StepResult("weights", "planned", command, output=f"{spec.name} from {source or spec.url}")
     try:
         with transfer_bar(spec.name) as progress:
-            got = w.fetch(ctx.plan.home, spec, source, ctx.settings.weights_timeout, progress)
+            got = w.fetch(ctx.plan.home, spec, source, ctx.settings.weights_timeout, progress,
+                          ctx.settings.trust_on_first_use)
     except w.WeightsError as err:
-        if err.unavailable:
+        if err.unavailable or err.kind == "untrusted":
             message = UNAVAILABLE.format(reason=f"{err.what}: {err.why}")
             ctx.echo(f"    !!! {message}")
             ctx.echo(f"    !!! for real weights: {err.next_step}")
@@ -32,5 +34,8 @@ def run(ctx: StepContext) -> StepResult:
                               detail={"model": spec.name, "weights": None, "error": err.to_dict()})
         return StepResult("weights", "failed", command, output=str(err), detail={"error": err.to_dict()})
     status = "up-to-date" if got.action == "cached" else "done"
-    return StepResult("weights", status, command, output=f"{got.model}: {got.action}, sha256 {got.sha256}",
+    if got.trust == "tofu":
+        ctx.echo(f"    !!! {got.model}: TRUSTED ON FIRST USE (no sha256 in env/matrix.yml): not verified")
+    return StepResult("weights", status, command,
+                      output=f"{got.model}: {got.action}, sha256 {got.sha256} ({got.trust})",
                       detail={"model": got.model, "weights": got.to_dict()})
