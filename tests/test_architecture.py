@@ -12,8 +12,8 @@ LAYERS = {
     0: {"base"},                          # runner (the one module that runs commands), fsutil, paths
     1: {"host", "inenv", "fleet"},        # facts + probe; code run inside the env; the Ansible driver
     2: {"plan", "records"},               # matrix, settings, rules; the on-disk records
-    3: {"envs", "diagnose"},              # locks and envs; live checks, log signatures, drift
-    4: {"build"},
+    3: {"envs"},                          # locks and envs
+    4: {"build", "diagnose"},             # the build; live checks, log signatures, drift
     5: {"inference", "container"},
     6: {"ui"},
     7: {"report"},
