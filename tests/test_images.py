@@ -73,15 +73,23 @@ def test_folder_is_an_error_and_png_roundtrips(tmp_path):
     assert both.shape == (5, 14, 3) and (both[3:, 7:] == 255).all()
 
 
-def test_collect_expands_folders_and_keeps_named_files(tmp_path):
+def test_collect_walks_folders_recursively_and_says_what_it_skipped(tmp_path):
     (tmp_path / "b.jpg").write_bytes(b"x")
     (tmp_path / "a.PNG").write_bytes(b"x")
     (tmp_path / "notes.txt").write_text("x")
     (tmp_path / ".hidden.jpg").write_bytes(b"x")
-    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "deeper").mkdir(parents=True)
+    (tmp_path / "sub" / "b.jpg").write_bytes(b"x")
+    (tmp_path / "sub" / "deeper" / "b.jpg").write_bytes(b"x")
+    (tmp_path / ".git").mkdir()
+    (tmp_path / ".git" / "c.jpg").write_bytes(b"x")
     found = collect([str(tmp_path), "missing.jpg"])
-    assert [p.split("/")[-1] for p in found.files] == ["a.PNG", "b.jpg", "missing.jpg"]
-    assert [p.split("/")[-1] for p in found.skipped] == ["notes.txt"]
+    assert found.names == ["a.PNG", "b.jpg", "sub/b.jpg", "sub/deeper/b.jpg", "missing.jpg"]
+    assert [p.split("/")[-1] for p in found.files] == ["a.PNG", "b.jpg", "b.jpg", "b.jpg", "missing.jpg"]
+    assert sorted(line.split("/")[-1] for line in found.skipped) == \
+        [".git: hidden folder", ".hidden.jpg: hidden file", "notes.txt: not an image file name (.txt)"]
+    # the output tree mirrors the input tree: three b.jpg in three folders never collide
+    assert unique_stems(found.names) == ["a", "b", "sub/b", "sub/deeper/b", "missing"]
 
 
 def test_split_specs_keeps_existing_paths_with_commas(tmp_path):
@@ -92,6 +100,10 @@ def test_split_specs_keeps_existing_paths_with_commas(tmp_path):
 
 
 def test_unique_stems_are_safe_and_distinct():
-    stems = unique_stems(["/a/photo.jpg", "/b/photo.png", "/c/PHOTO.jpg", "/d/фото ü.jpg", "/e/.jpg", "/f/a b&c.png"])
+    stems = unique_stems(["photo.jpg", "photo.png", "PHOTO.jpg", "фото ü.jpg", ".jpg", "a b&c.png"])
     assert stems == ["photo", "photo-2", "PHOTO-3", "u", "jpg", "a_b_c"]
     assert all(s.isascii() and "/" not in s for s in stems)
+
+
+def test_mirrored_stems_are_safe_in_every_part():
+    assert unique_stems(["Reise 2024/Tag ü/img.jpg", "../x.jpg"]) == ["Reise_2024/Tag_u/img", "x"]

@@ -130,3 +130,33 @@ def test_prompt_is_the_first_command_line_wrapped():
     assert rows[0].startswith("$ invoke predict") and all(len(r) <= 60 for r in rows)
     assert not any("# worker" in r for r in rows)
     assert rows[-2:] == ["line one", "line two"]
+
+
+def test_outputs_sent_elsewhere_with_out_are_found_through_the_run_record(tmp_path):
+    """`invoke predict photos/ --out mine/`: the run record keeps the summary, which says where
+    the outputs went; the report shows those photos (nested output folders included)."""
+    from dpdeploy.records import predict_summary
+
+    run, mine = tmp_path / "20260610-093000-predict", tmp_path / "mine"
+    shutil.copytree(PREDICT, run)
+    shutil.move(run / "predict" / "grace_hopper", mine / "trip" / "grace_hopper")
+    (run / "predict" / "summary.json").unlink()
+    summary = predict_summary.read(PREDICT / "predict")
+    summary.out = str(mine)
+    summary.images[0]["stem"] = "trip/grace_hopper"
+    predict_summary.write(run, summary)
+    result = write(SETUP, run, tmp_path / "out", formats=("md",))
+    md = (tmp_path / "out" / "report.md").read_text()
+    assert result.status == "OK", result.headline
+    assert "has no predict/summary.json" not in md and "images/trip/grace_hopper-dp_contour" in md.replace("%2F", "/")
+
+
+def test_quoted_run_output_has_no_escape_codes(tmp_path):
+    run = tmp_path / "20260610-093000-predict"
+    shutil.copytree(PREDICT, run)
+    (run / "predict" / "summary.json").unlink()
+    (run / "terminal.log").write_text("\x1b[31m✗\x1b[0m bad_text.jpg: cannot identify image file\n")
+    write(SETUP, run, tmp_path / "out", formats=("md",))
+    md = (tmp_path / "out" / "report.md").read_text()
+    assert "✗ bad_text.jpg: cannot identify image file" in md
+    assert "\x1b" not in md and "[31m" not in md and "[0m" not in md

@@ -4,6 +4,7 @@ from invoke import Exit, task
 from dpdeploy.inference import predict as engine
 from dpdeploy.ui import render
 from dpdeploy.inenv.outputs import DEFAULT_MAX_SIZE, DEFAULT_VIS, VISUALIZERS
+from dpdeploy.records import predict_summary
 from dpdeploy.records.run import RunRecord
 from dpdeploy.cli import common
 
@@ -50,12 +51,15 @@ def predict(c, inputs: str, out: str = "", vis: str = ",".join(DEFAULT_VIS), mod
     engine.write_command(record.folder, engine.typed_command(), req)
     summary = engine.start_summary(req, skipped, run=str(record.folder), command=" ".join(engine.typed_command()))
     log = record.log_path("worker")
+    elsewhere = req.out != str(record.folder / "predict")   # --out: the run record keeps a copy of the summary
+    if elsewhere:
+        predict_summary.write(record.folder, summary)
     with PredictView(record.folder / "terminal.log", to_stderr=json) as view:
         view.header(req, skipped)
         engine.run(req, summary, log, on_event=view.event)
         view.footer(summary, record.folder, engine.log_tail(log))
-    if req.out != str(record.folder / "predict"):
-        record.write("summary", summary)
+    if elsewhere:
+        predict_summary.write(record.folder, summary)
     if json:
         print(render.to_json(summary))
     if not summary.success:

@@ -15,20 +15,26 @@ DEFAULT_VIS = ("dp_contour", "bbox")
 DEFAULT_MAX_SIZE = 2048
 
 
-def safe_stem(name: str) -> str:
-    """A file name reduced to ASCII letters, digits, '-', '_' and '.' (no leading dot)."""
-    stem = Path(name).stem or Path(name).name
-    ascii_text = unicodedata.normalize("NFKD", stem).encode("ascii", "ignore").decode("ascii")
+def safe_name(text: str) -> str:
+    """``text`` reduced to ASCII letters, digits, '-', '_' and '.' (no leading dot)."""
+    ascii_text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode("ascii")
     cleaned = re.sub(r"[^A-Za-z0-9._-]+", "_", ascii_text).strip("._")
     return cleaned[:80] or "image"
 
 
-def unique_stems(paths: Sequence[str]) -> list[str]:
-    """One output folder name per input, unique even on case-insensitive filesystems."""
+def safe_stem(name: str) -> str:
+    """A file name without its suffix, made safe (``safe_name``)."""
+    return safe_name(Path(name).stem or Path(name).name)
+
+
+def unique_stems(names: Sequence[str]) -> list[str]:
+    """One output folder per input, unique even on case-insensitive filesystems. A name with
+    folders (``trip/day1/img.jpg``) keeps them (``trip/day1/img``), each part made safe."""
     taken: set[str] = set()
     stems = []
-    for path in paths:
-        base = safe_stem(path)
+    for name in names:
+        parts = [p for p in Path(name).parts if p not in ("/", "..", ".")]
+        base = "/".join([*(safe_name(p) for p in parts[:-1]), safe_stem(parts[-1] if parts else name)])
         stem, n = base, 1
         while stem.lower() in taken:
             n += 1

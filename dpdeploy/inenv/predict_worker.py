@@ -51,7 +51,11 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--max-size", type=int, default=DEFAULT_MAX_SIZE, help="longest image side fed to the model")
     p.add_argument("--max-detections", type=int, default=0, help="cap on persons per image (0: the config's)")
+    p.add_argument("--stems", default="", help="JSON list: each input's output folder (default: from its file name)")
     args = p.parse_args(argv)
+    args.stems = json.loads(args.stems) if args.stems else unique_stems([Path(i).name for i in args.inputs])
+    if len(args.stems) != len(args.inputs):
+        p.error(f"--stems names {len(args.stems)} folders for {len(args.inputs)} inputs")
     args.vis = [v.strip() for v in args.vis.split(",") if v.strip()]
     unknown = [v for v in args.vis if v not in VISUALIZERS]
     if unknown or not args.vis:
@@ -263,7 +267,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
           "torch": torch.__version__, "load_s": round(time.perf_counter() - started, 3),
           "notes": model.notes, "total": len(args.inputs)})
     failed = 0
-    for index, (path, stem) in enumerate(zip(args.inputs, unique_stems(args.inputs), strict=True), 1):
+    for index, (path, stem) in enumerate(zip(args.inputs, args.stems, strict=True), 1):
         event: dict[str, Any] = {"event": "image", "index": index, "total": len(args.inputs), "input": path,
                                  "stem": stem}
         t0 = time.perf_counter()

@@ -1,6 +1,7 @@
 """What `invoke predict` runs on: input specs expanded to files (the parent, in the tools venv)."""
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -13,7 +14,8 @@ IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".jpe", ".png", ".gif", ".webp", ".
 @dataclass
 class Inputs:
     files: list[str] = field(default_factory=list)
-    skipped: list[str] = field(default_factory=list)   # folder entries that are not images by suffix
+    names: list[str] = field(default_factory=list)     # per file: its path below the folder given ("" for a file)
+    skipped: list[str] = field(default_factory=list)   # "path: why" for each folder entry not processed
 
 
 def split_specs(specs: Iterable[str]) -> list[str]:
@@ -29,16 +31,28 @@ def split_specs(specs: Iterable[str]) -> list[str]:
 
 
 def collect(specs: Sequence[str]) -> Inputs:
-    """Expand folders (top level, sorted, hidden files ignored); keep files as given, even missing
-    ones: those become per-file errors, not a refusal of the whole run."""
+    """Expand folders recursively (sorted; the path below the folder becomes the output name, so
+    the output tree mirrors the input tree); keep files as given, even missing ones: those become
+    per-file errors, not a refusal of the whole run. Entries not processed are listed with why."""
     found = Inputs()
     for spec in specs:
         path = Path(spec).expanduser()
-        if path.is_dir():
-            for entry in sorted(path.iterdir()):
-                if entry.name.startswith(".") or entry.is_dir():
-                    continue
-                (found.files if entry.suffix.lower() in IMAGE_SUFFIXES else found.skipped).append(str(entry))
-        else:
+        if not path.is_dir():
             found.files.append(str(path))
+            found.names.append(path.name)
+            continue
+        for folder, dirs, files in os.walk(path):
+            here = Path(folder)
+            hidden = sorted(d for d in dirs if d.startswith("."))
+            dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+            found.skipped += [f"{here / d}: hidden folder" for d in hidden]
+            for name in sorted(files):
+                entry = here / name
+                if name.startswith("."):
+                    found.skipped.append(f"{entry}: hidden file")
+                elif entry.suffix.lower() not in IMAGE_SUFFIXES:
+                    found.skipped.append(f"{entry}: not an image file name ({entry.suffix or 'no suffix'})")
+                else:
+                    found.files.append(str(entry))
+                    found.names.append(entry.relative_to(path).as_posix())
     return found

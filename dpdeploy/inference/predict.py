@@ -50,6 +50,11 @@ class Request:
     synthetic_cache: str = ""
     max_size: int = DEFAULT_MAX_SIZE
     max_detections: int = 0         # 0 = the config's (SYNTHETIC_MAX_DETECTIONS for synthetic)
+    stems: list[str] = field(default_factory=list)   # output folder per input ([]: from the file names)
+
+    def __post_init__(self) -> None:
+        if not self.stems:
+            self.stems = unique_stems([Path(i).name for i in self.inputs])
 
     @property
     def weights_kind(self) -> str:
@@ -120,7 +125,7 @@ def worker_command(req: Request) -> list[str]:
     cap = req.max_detections or (SYNTHETIC_MAX_DETECTIONS if req.weights == SYNTHETIC else 0)
     if cap:
         cmd += ["--max-detections", str(cap)]
-    return cmd + ["--", *req.inputs]
+    return cmd + ["--stems", json.dumps(req.stems), "--", *req.inputs]
 
 
 def worker_env(base: Optional[dict[str, str]] = None) -> dict[str, str]:
@@ -144,7 +149,7 @@ def parse_event(line: str) -> Optional[dict[str, Any]]:
 
 def start_summary(req: Request, skipped: Sequence[str] = (), run: str = "", command: str = "") -> PredictSummary:
     """The summary before the worker starts: every input pending."""
-    images = [{"input": p, "stem": s, "status": "pending"} for p, s in zip(req.inputs, unique_stems(req.inputs))]
+    images = [{"input": p, "stem": s, "status": "pending"} for p, s in zip(req.inputs, req.stems, strict=True)]
     return PredictSummary(req.model, req.weights, req.weights_kind, req.device, req.out, images, list(skipped), run,
                           command)
 
@@ -221,7 +226,7 @@ def prepare(inputs: Sequence[str], *, home: Path, prefix: str, default_device: s
     resolved = resolve_weights(weights, model, home)
     folder = record_folder()
     req = Request(
-        inputs=[str(Path(f).absolute()) for f in found.files],
+        inputs=[str(Path(f).absolute()) for f in found.files], stems=unique_stems(found.names),
         out=str(Path(out).absolute()) if out else str(folder / "predict"),
         model=model, python=python, weights=resolved, vis=names, min_score=min_score,
         device=device or default_device, config=str(Path(config).absolute()) if config else "",

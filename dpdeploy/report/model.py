@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
+from dpdeploy.report.ansi import parse, plain
 from dpdeploy.report.runs import Photo, RunData, Suite
 
 # The overlays and charts shown per photo, in order, with their captions.
@@ -35,7 +36,10 @@ class ProcStep:
 class Failure:
     where: str
     message: str
-    output: str
+    output: str      # quoted run output: plain text (the terminal's colour codes are removed)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "output", plain(parse(self.output)) if "\x1b" in self.output else self.output)
 
 
 @dataclass(frozen=True)

@@ -104,16 +104,18 @@ def read_junit(path: Path) -> list[Suite]:
     return out
 
 
-def _photos(folder: Path, wanted: tuple[str, ...]) -> list[Photo]:
-    base = folder / "predict"
+def _photos(base: Path, wanted: tuple[str, ...]) -> list[Photo]:
+    """One photo per output folder (nested folders mirror nested inputs; the stem is the path
+    below ``base``) that holds an image or a result."""
     if not base.is_dir():
         return []
     photos = []
-    for sub in sorted(p for p in base.iterdir() if p.is_dir()):
-        if wanted and sub.name not in wanted:
-            continue
+    for sub in sorted(p for p in base.rglob("*") if p.is_dir()):
+        stem = sub.relative_to(base).as_posix()
         images = {v: sub / f"{v}.png" for v in VISUALIZERS if (sub / f"{v}.png").is_file()}
-        photos.append(Photo(sub.name, images, _json(sub / "result.json") or {}))
+        if (wanted and stem not in wanted) or not (images or (sub / "result.json").is_file()):
+            continue
+        photos.append(Photo(stem, images, _json(sub / "result.json") or {}))
     return photos
 
 
@@ -131,7 +133,10 @@ def load(folder: str | Path, photos: tuple[str, ...] = ()) -> RunData:
     problems: list[str] = []
     steps = [s.to_dict() for s in _record(run.read_steps, folder, problems) or []]
     result = _record(run.read_result, folder, problems)
-    summary = _record(predict_summary.read, folder / "predict", problems)
+    # outputs under the run folder, or where --out sent them (the run keeps a copy of the summary)
+    summary = _record(predict_summary.read, folder / "predict", problems) or \
+        _record(predict_summary.read, folder, problems)
+    outputs = folder / summary.out if summary else folder / "predict"   # an absolute out stays as it is
     tails = {}
     for step in steps:
         if step["status"] == "failed":
@@ -148,7 +153,7 @@ def load(folder: str | Path, photos: tuple[str, ...] = ()) -> RunData:
         command=(_text(folder / COMMAND_NAME) or "").strip() or None,
         terminal=_text(folder / LOG_NAME),
         summary=summary.to_dict() if summary else None,
-        photos=_photos(folder, photos),
+        photos=_photos(outputs, photos),
         suites=[s for p in sorted(folder.rglob("*.xml")) if "junit" in p.name for s in read_junit(p)],
         log_tails=tails,
         problems=problems,

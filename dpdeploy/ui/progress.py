@@ -43,7 +43,11 @@ class PredictView:
         self.say(f"[bold]DensePose predict[/]: {len(req.inputs)} image(s), model {req.model}, device {req.device}")
         self.say(f"  weights: {kind}")
         if skipped:
-            self.say(f"  [dim]skipped {len(skipped)} folder entries without an image suffix[/]")
+            self.say(f"  [dim]skipped {len(skipped)} folder entries:[/]")
+            for line in skipped[:10]:
+                self.say(f"  [dim]  {escape(line)}[/]")
+            if len(skipped) > 10:
+                self.say(f"  [dim]  ... and {len(skipped) - 10} more (all in the run's summary.json)[/]")
         self.task = self.bar.add_task("loading the model", total=len(req.inputs))
 
     def event(self, event: dict[str, Any]) -> None:
