@@ -112,14 +112,15 @@ def test_build_failure_shows_log_tail_and_diagnosis(tmp_path, matrix, monkeypatc
 
 
 def test_diagnose_adapter(monkeypatch):
-    import dpdeploy
-    monkeypatch.delattr(dpdeploy, "doctor", raising=False)
+    import dpdeploy.diagnose as package
+    # an earlier import (e.g. collecting test_doctor.py) leaves the module as the package's attribute
+    monkeypatch.delattr(package, "signatures", raising=False)
     monkeypatch.setitem(sys.modules, "dpdeploy.diagnose.signatures", None)  # makes the import fail
     assert build.diagnose("anything") == ""
     doctor = types.ModuleType("dpdeploy.diagnose.signatures")
     doctor.diagnose = lambda text: ["cause: " + text, None]
     monkeypatch.setitem(sys.modules, "dpdeploy.diagnose.signatures", doctor)
-    monkeypatch.setattr(dpdeploy, "doctor", doctor, raising=False)
+    monkeypatch.setattr(package, "signatures", doctor, raising=False)
     assert build.diagnose("x") == "cause: x"
 
 
