@@ -14,7 +14,7 @@ import pytest
 from dpdeploy.inference import predict
 from dpdeploy.inenv import predict_worker as worker
 
-from .conftest import ROOT
+from .conftest import FIXTURES, ROOT
 
 
 def request(tmp_path, **changes):
@@ -148,7 +148,8 @@ FAKE_PYTHON = """#!/bin/sh
 # stands in for <prefix>/bin/python: prints the worker's progress protocol for two images
 echo "loading..." >&2
 echo '{"event": "ready", "load_s": 0.5, "config": "/c.yaml", "weights": "/s.pth", "notes": []}'
-echo '{"event": "image", "index": 1, "input": "a", "stem": "a", "status": "ok", "instances": 1, "notes": ["rotated by EXIF orientation 6"], "timings": {"total_s": 1.0}}'
+echo '{"event": "image", "index": 1, "input": "a", "stem": "a", "status": "ok", "instances": 1, '\
+'"notes": ["rotated by EXIF orientation 6"], "timings": {"total_s": 1.0}}'
 echo '{"event": "image", "index": 2, "input": "b", "stem": "b", "status": "error", "error": "empty file (0 bytes)"}'
 exit 1
 """
@@ -208,3 +209,64 @@ def test_config_dirs_put_the_envs_own_copy_before_the_kept_sources(tmp_path):
     (prefix / "share" / "densepose" / "configs").mkdir(parents=True)
     assert predict.config_dirs(home, str(prefix)) == [str(prefix / "share" / "densepose" / "configs"), str(kept)]
     assert predict.config_dirs(tmp_path / "nohome") == []
+
+
+# --- a request is checked before the model loads: refusals exit 2, one line, no run record -----
+
+def _refused(args, home, text, env=None):
+    full = {**os.environ, "DPDEPLOY_HOME": str(home), "NO_COLOR": "1", **(env or {})}
+    proc = subprocess.run([sys.executable, "-m", "invoke", "predict", *args], cwd=ROOT, capture_output=True,
+                          text=True, env=full, timeout=120)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert text in proc.stderr, proc.stderr
+    assert not (home / "runs").exists() or not any((home / "runs").iterdir()), "a refusal leaves no run record"
+
+
+@pytest.fixture
+def ready(tmp_path):
+    """An image, an env that exists (never run: every case is refused first) and synthetic weights."""
+    python = tmp_path / "env" / "bin" / "python"
+    python.parent.mkdir(parents=True)
+    python.write_text("#!/bin/sh\nexit 99\n")
+    python.chmod(0o755)
+    img = tmp_path / "a.jpg"
+    img.write_bytes(b"x")
+    return [str(img), "--prefix", str(tmp_path / "env"), "--weights", "synthetic"]
+
+
+def test_out_that_is_a_file_is_refused(tmp_path, ready):
+    taken = tmp_path / "taken.txt"
+    taken.write_text("mine")
+    _refused([*ready, "--out", str(taken)], tmp_path / "home", "is a file, not a folder")
+    _refused([*ready, "--out", str(taken / "sub")], tmp_path / "home", "is a file, so the folder cannot be created")
+    assert taken.read_text() == "mine"
+
+
+def test_out_that_cannot_be_written_is_refused(tmp_path, ready):
+    # /proc refuses new files even for root (chmod does not stop root)
+    _refused([*ready, "--out", "/proc/dpdeploy-out"], tmp_path / "home", "cannot write in /proc")
+
+
+def test_cuda_without_a_gpu_is_refused_before_the_model_loads(tmp_path, ready):
+    _refused([*ready, "--device", "cuda"], tmp_path / "home", "this host has no NVIDIA GPU",
+             env={"DPDEPLOY_FACTS": str(FIXTURES / "facts" / "nogpu.json")})
+
+
+def test_nonexistent_input_is_refused(tmp_path, ready):
+    _refused([f"{ready[0]},{tmp_path / 'missing.jpg'}", *ready[1:]], tmp_path / "home",
+             f"no such file or folder: {tmp_path / 'missing.jpg'}")
+
+
+def test_full_disk_and_gpu_index_checks():
+    with pytest.raises(predict.PredictError, match="this host has 1 GPU"):
+        predict.check_device("cuda:1", 1)
+    predict.check_device("cuda:0", 1)
+    predict.check_device("cpu", 0)
+
+
+def test_full_disk_is_refused(tmp_path, monkeypatch):
+    monkeypatch.setattr(predict.shutil, "disk_usage", lambda p: SimpleNamespace(free=10 * 2**20))
+    with pytest.raises(predict.PredictError, match=r"only 10 MiB free .*free some space"):
+        predict.check_writable(tmp_path / "out", "--out")
+    assert list(tmp_path.iterdir()) == []

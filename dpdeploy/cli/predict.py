@@ -34,7 +34,7 @@ def predict(c, inputs: str, out: str = "", vis: str = ",".join(DEFAULT_VIS), mod
 
     with common.user_errors(json):
         s = common.settings(c, prefix=prefix)
-        _, plan = common.plan(s)
+        host, plan = common.plan(s)
         matrix = common.load_matrix(s)
         records: list[RunRecord] = []
 
@@ -45,8 +45,8 @@ def predict(c, inputs: str, out: str = "", vis: str = ",".join(DEFAULT_VIS), mod
         req, skipped = engine.prepare(
             [inputs], home=s.home_path, prefix=plan.prefix, default_device=plan.device,
             models=list(matrix.models), model=model or matrix.default_model, out=out, vis=vis, weights=weights,
-            min_score=engine.parse_score(min_score), device=device, config=config, max_size=max_size, max_detections=max_detections,
-            record_folder=new_record)
+            min_score=engine.parse_score(min_score), device=device, config=config, max_size=max_size,
+            max_detections=max_detections, record_folder=new_record, gpus=len(host.gpus))
     record = records[0]
     engine.write_command(record.folder, engine.typed_command(), req)
     summary = engine.start_summary(req, skipped, run=str(record.folder), command=" ".join(engine.typed_command()))

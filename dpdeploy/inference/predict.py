@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -94,6 +96,45 @@ def resolve_weights(flag: str, model: str, home: Path) -> str:
         return str(cached)
     raise PredictError(f"no weights for {model}: run invoke weights, or pass --weights synthetic for a "
                        f"pipeline check (looked for {cached})")
+
+
+# Free space below which an output folder is refused (a few images' PNGs, IUV arrays and JSON).
+MIN_FREE_MIB = 64
+
+
+def check_writable(folder: Path, what: str) -> None:
+    """Refuse a folder that is a file, cannot be created or written, or sits on a full disk;
+    probes with a temp file it removes, so nothing is left behind."""
+    if folder.exists() and not folder.is_dir():
+        raise PredictError(f"{what} {folder}: is a file, not a folder; pass a folder (created if missing)")
+    base = folder
+    while not base.exists():
+        base = base.parent
+    if not base.is_dir():
+        raise PredictError(f"{what} {folder}: {base} is a file, so the folder cannot be created; pass another folder")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".dpdeploy-probe-", dir=base)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise PredictError(f"{what} {folder}: cannot write in {base} ({exc.strerror or exc}); "
+                           "pass a folder you can write to") from None
+    free = shutil.disk_usage(base).free // 2**20
+    if free < MIN_FREE_MIB:
+        raise PredictError(f"{what} {folder}: only {free} MiB free on {base} (needs {MIN_FREE_MIB} MiB); "
+                           "free some space or pass a folder on another disk")
+
+
+def check_device(device: str, gpus: int) -> None:
+    """Refuse a cuda device this host does not have (before the model takes seconds to load)."""
+    if not device.startswith("cuda"):
+        return
+    if gpus == 0:
+        raise PredictError(f"--device {device}: this host has no NVIDIA GPU (none found by the probe); "
+                           "use --device cpu")
+    index = device.partition(":")[2]
+    if index and (not index.isdigit() or int(index) >= gpus):
+        raise PredictError(f"--device {device}: this host has {gpus} GPU(s), cuda:0 to cuda:{gpus - 1}")
 
 
 def config_dirs(home: Path, prefix: str = "") -> list[str]:
@@ -204,9 +245,11 @@ def typed_command() -> list[str]:
 
 def prepare(inputs: Sequence[str], *, home: Path, prefix: str, default_device: str, models: Sequence[str],
             model: str, out: str, vis: str, weights: str, min_score: float, device: str, config: str,
-            max_size: int, max_detections: int, record_folder: Callable[[], Path]) -> tuple[Request, list[str]]:
-    """Check everything a user can get wrong before anything is written; then make the record
-    folder (``record_folder()``) and the request. Returns (request, skipped folder entries)."""
+            max_size: int, max_detections: int, record_folder: Callable[[], Path],
+            gpus: int = 0) -> tuple[Request, list[str]]:
+    """Check everything a user can get wrong before anything is written (``gpus``: how many the
+    host has); then make the record folder (``record_folder()``) and the request. Returns
+    (request, skipped folder entries)."""
     from dpdeploy.inenv.synthetic import cache_name  # torch is imported only inside its functions
     from dpdeploy.inference.inputs import collect, split_specs
 
@@ -214,6 +257,7 @@ def prepare(inputs: Sequence[str], *, home: Path, prefix: str, default_device: s
         raise PredictError(f"--model {model}: not in env/matrix.yml; choose from {', '.join(models)}")
     if device not in ("", "cpu", "cuda") and not device.startswith("cuda:"):
         raise PredictError(f"--device {device}: use cpu or cuda")
+    check_device(device or default_device, gpus)
     if config and not Path(config).is_file():
         raise PredictError(f"--config {config}: no such file")
     names = parse_vis(vis)
@@ -222,8 +266,15 @@ def prepare(inputs: Sequence[str], *, home: Path, prefix: str, default_device: s
         raise PredictError(f"no images in {', '.join(inputs)}"
                            + (f" ({len(found.skipped)} files without an image suffix)" if found.skipped else "")
                            + ": pass image files or folders holding them")
+    missing = [f for f in found.files if not Path(f).exists()]
+    if missing:
+        raise PredictError(f"no such file or folder: {', '.join(missing)}; check the path (several inputs are "
+                           "separated by commas)")
     python = env_python(prefix)
     resolved = resolve_weights(weights, model, home)
+    if out:
+        check_writable(Path(out).expanduser().absolute(), "--out")
+    check_writable(home / "runs", "run records in")
     folder = record_folder()
     req = Request(
         inputs=[str(Path(f).absolute()) for f in found.files], stems=unique_stems(found.names),
