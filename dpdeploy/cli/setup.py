@@ -17,13 +17,15 @@ from dpdeploy.ui import render
     "only": "Run only these steps (comma-separated, e.g. env,build).",
     "source": "detectron2 source for the build step: git URL, local repo/checkout, archive or directory.",
     "allow_unpinned": "Build a source whose commit is not the matrix's pin (recorded loudly).",
+    "force_smoke": "Run the smoke tests even when they already passed on this env, build and weights.",
 })
 def setup(c, dry: bool = False, json: bool = False, facts: str = "", profile: str = "", arch_list: str = "",
-          prefix: str = "", max_jobs: int = 0, only: str = "", source: str = "", allow_unpinned: bool = False) -> None:
+          prefix: str = "", max_jobs: int = 0, only: str = "", source: str = "", allow_unpinned: bool = False,
+          force_smoke: bool = False) -> None:
     """Deploy DensePose on this host: env, build, weights, smoke tests, report."""
     with common.user_errors(json):
         s = common.settings(c, facts=facts, profile=profile, arch_list=arch_list, prefix=prefix, max_jobs=max_jobs,
-                            source=source, allow_unpinned=allow_unpinned or None)
+                            source=source, allow_unpinned=allow_unpinned or None, force_smoke=force_smoke or None)
         found, resolved = common.plan(s)
         record = None if dry else RunRecord.create(resolved.home, "setup")
         tee = capture(record.folder, command_line()) if record else contextlib.nullcontext()

@@ -6,7 +6,9 @@ Docker, or by hand. Its JUnit XML is parsed back for the summary.
 """
 from __future__ import annotations
 
+import hashlib
 import os
+import time
 import xml.etree.ElementTree as ET
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -17,7 +19,10 @@ from dpdeploy import runner as runner_mod
 from dpdeploy.inference import weights as w
 from dpdeploy.plan.matrix import Matrix
 from dpdeploy.plan.resolve import Plan
+from dpdeploy.fsutil import sha256_file
+from dpdeploy.records import build_stamp, env_stamp, smoke_pass
 from dpdeploy.records.run import RunRecord
+from dpdeploy.records.smoke_pass import SmokePass
 
 ROOT = paths.ROOT
 SUITE = paths.SMOKE_TESTS
@@ -76,6 +81,19 @@ def suite_env(plan: Plan, matrix: Matrix, model: str, plan_json: Path, out_dir: 
     return env
 
 
+def fingerprint(plan: Plan, matrix: Matrix, model: str = "") -> str:
+    """What a passing suite vouches for: the env and build stamps, the weights the suite would use
+    (their verified sha256, or none), the matrix and the suite itself. Any change reruns it."""
+    digest = hashlib.sha256()
+    weights = w.final_path(plan.home, w.ModelSpec.from_matrix(matrix, model).name)
+    parts = [env_stamp.path(plan.prefix), build_stamp.path(plan.prefix), Path(matrix.path),
+             *sorted(SUITE.glob("*.py"))]
+    for part in parts:
+        digest.update(str(part).encode() + b"\0" + (part.read_bytes() if part.is_file() else b"(missing)"))
+    digest.update(sha256_file(weights).encode() if weights.is_file() else b"(no weights: synthetic)")
+    return digest.hexdigest()
+
+
 def command(plan: Plan, junit: Path, extra: tuple[str, ...] = ()) -> list[str]:
     """The pytest command line, run with the env's interpreter from the repository root."""
     return [str(Path(plan.prefix) / "bin" / "python"), "-m", "pytest", str(SUITE.relative_to(ROOT)),
@@ -124,4 +142,7 @@ def run_smoke(plan: Plan, matrix: Matrix, model: str = "", junit: Optional[str] 
     counts, props, skipped = read_junit(junit_path) if junit_path.is_file() else ({}, {}, [])
     result = SmokeResult(rc == 0 and bool(counts), rc, argv, str(junit_path), str(log), counts, props, skipped)
     record.write("smoke", result)
+    if result.ok:
+        smoke_pass.write(plan.prefix, SmokePass(fingerprint(plan, matrix, model), record.id, str(junit_path),
+                                                result.summary(), time.strftime("%Y-%m-%dT%H:%M:%S%z")))
     return result

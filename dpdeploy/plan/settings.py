@@ -39,6 +39,7 @@ DEFAULTS: dict[str, Any] = {
     "conda": False,      # env step: install env/conda-lock-<profile>.yml with conda-lock instead of pip
     "source": "",        # detectron2 source: URL, git repo/checkout, archive or dir; "" = the matrix's repo
     "allow_unpinned": False,  # build a detectron2 source whose commit is not the matrix's pin (recorded)
+    "force_smoke": False,  # setup: run the smoke tests even when they passed on this env, build and weights
 }
 
 
