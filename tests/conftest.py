@@ -1,4 +1,9 @@
 import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -47,3 +52,44 @@ def torch_env(tmp_path_factory, matrix):
     subprocess.run([str(prefix / "bin" / "python"), "-m", "pip", "install", "-q", "--disable-pip-version-check",
                     f"torch=={cu130.torch}", f"torchvision=={cu130.torchvision}", *TORCH_ENV_PINS], check=True)
     return prefix
+
+
+D2_SOURCE = os.environ.get("DPDEPLOY_TEST_D2_SOURCE", "")
+
+
+@dataclass(frozen=True)
+class Deployment:
+    home: Path          # the state root it was deployed into
+    prefix: Path        # the DensePose env
+    setup_seconds: float
+    setup_output: str
+
+
+def invoke(*args: str, home: Path, timeout: float = 3600) -> subprocess.CompletedProcess:
+    """A real `invoke` process in the checkout, with its own state root."""
+    env = {**os.environ, "NO_COLOR": "1", "DPDEPLOY_HOME": str(home)}
+    return subprocess.run([sys.executable, "-m", "invoke", *args], cwd=ROOT, capture_output=True, text=True,
+                          env=env, timeout=timeout)
+
+
+@pytest.fixture(scope="session")
+def deployment(tmp_path_factory) -> Deployment:
+    """DensePose deployed for real, once per session, as a user does it: `invoke setup --source`
+    from the pinned detectron2 source (DPDEPLOY_TEST_D2_SOURCE: a tarball or a directory; .ci/run
+    points it at ../shared/sources) into a fresh state root, on this host's plan (the CPU plan here)."""
+    if not D2_SOURCE:
+        pytest.skip("needs DPDEPLOY_TEST_D2_SOURCE (the pinned detectron2 source: a git-archive tarball or a tree)")
+    home = tmp_path_factory.mktemp("deployment") / "home"
+    started = time.monotonic()
+    done = invoke("setup", "--source", D2_SOURCE, home=home)
+    seconds = time.monotonic() - started
+    assert done.returncode == 0, done.stdout[-6000:] + done.stderr[-3000:]
+    [prefix] = (home / "envs").iterdir()
+    return Deployment(home, prefix, seconds, done.stdout)
+
+
+@pytest.fixture(scope="session")
+def d2_env(request) -> Path:
+    """A prefix with detectron2 + DensePose: DPDEPLOY_TEST_D2_ENV when set, else the session's deployment."""
+    given = os.environ.get("DPDEPLOY_TEST_D2_ENV")
+    return Path(given) if given else request.getfixturevalue("deployment").prefix

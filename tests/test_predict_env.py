@@ -1,34 +1,33 @@
 """The real worker in a real DensePose env: sample photos + a folder of awkward inputs,
-synthetic weights, the contract's files and value ranges. Needs DPDEPLOY_TEST_D2_ENV (a prefix
-with detectron2 + DensePose) and DPDEPLOY_TEST_D2_SOURCE (for the configs); ~2-4 min on 2 CPU cores."""
+synthetic weights, the contract's files and value ranges. Needs a DensePose env (the ``d2_env``
+fixture: DPDEPLOY_TEST_D2_ENV, or the session's deployment from DPDEPLOY_TEST_D2_SOURCE); its
+configs are the ones the build step installed into it. ~2-4 min on 2 CPU cores."""
 import json
-import os
 import subprocess
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from dpdeploy.build.wheels import ENV_CONFIGS
 from dpdeploy.plan import matrix as matrix_mod
 from dpdeploy.inference import predict, samples
 from dpdeploy.inference.inputs import collect
 
 from . import bad_inputs
 
-ENV = os.environ.get("DPDEPLOY_TEST_D2_ENV", "")
-SOURCE = os.environ.get("DPDEPLOY_TEST_D2_SOURCE", "")
-pytestmark = pytest.mark.skipif(not (ENV and SOURCE), reason="needs DPDEPLOY_TEST_D2_ENV (env with detectron2 + "
-                                                             "DensePose) and DPDEPLOY_TEST_D2_SOURCE (its configs)")
+pytestmark = [pytest.mark.slow, pytest.mark.detectron2]
 VIS = ["dp_contour", "dp_segm", "dp_u", "dp_v", "bbox"]
 
 
-def test_worker_on_samples_and_bad_inputs(tmp_path):
-    photos = [str(s.path) for s in samples.resolve(matrix_mod.load().samples, ENV)]
+def test_worker_on_samples_and_bad_inputs(d2_env, tmp_path):
+    prefix = str(d2_env)
+    photos = [str(s.path) for s in samples.resolve(matrix_mod.load().samples, prefix)]
     expect = bad_inputs.make(tmp_path / "bad inputs", huge=True)
     inputs = photos + collect([str(tmp_path / "bad inputs")]).files
     req = predict.Request(inputs=inputs, out=str(tmp_path / "out"), model="densepose_rcnn_R_50_FPN_s1x",
-                          python=str(Path(ENV) / "bin" / "python"), weights="synthetic", vis=VIS,
-                          config_dirs=[str(Path(SOURCE) / "projects" / "DensePose" / "configs")],
+                          python=str(Path(prefix) / "bin" / "python"), weights="synthetic", vis=VIS,
+                          config_dirs=[str(d2_env / ENV_CONFIGS)],
                           synthetic_cache=str(tmp_path / "synthetic.pth"))
     summary = predict.run(req, predict.start_summary(req), tmp_path / "worker.log")
     assert summary.worker_exit == 1, predict.log_tail(tmp_path / "worker.log")   # some inputs are bad
@@ -65,10 +64,11 @@ def test_worker_on_samples_and_bad_inputs(tmp_path):
     assert on_disk["ok"] == summary.ok and on_disk["weights_kind"] == "synthetic"
 
 
-def test_synthetic_module_cli_writes_a_checkpoint(tmp_path):
-    config = Path(SOURCE) / "projects" / "DensePose" / "configs" / "densepose_rcnn_R_50_FPN_s1x.yaml"
+def test_synthetic_module_cli_writes_a_checkpoint(d2_env, tmp_path):
+    prefix = str(d2_env)
+    config = d2_env / ENV_CONFIGS / "densepose_rcnn_R_50_FPN_s1x.yaml"
     out = tmp_path / "s.pth"
-    proc = subprocess.run([str(Path(ENV) / "bin" / "python"), "-m", "dpdeploy.inenv.synthetic", "--config",
+    proc = subprocess.run([str(Path(prefix) / "bin" / "python"), "-m", "dpdeploy.inenv.synthetic", "--config",
                            str(config), "--out", str(out)], env=predict.worker_env(), capture_output=True, text=True,
                           timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]

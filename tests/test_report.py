@@ -160,3 +160,35 @@ def test_quoted_run_output_has_no_escape_codes(tmp_path):
     md = (tmp_path / "out" / "report.md").read_text()
     assert "✗ bad_text.jpg: cannot identify image file" in md
     assert "\x1b" not in md and "[31m" not in md and "[0m" not in md
+
+
+def test_procedure_documents_the_run_that_did_the_work(tmp_path):
+    """A later no-op setup: the procedure shows the earlier run's command and durations and says
+    that the later run only confirmed them."""
+    from dpdeploy.records import run as run_record
+
+    runs = tmp_path / "runs"
+    first, later = runs / "20260610-091500-setup", runs / "20260611-080000-setup"
+    shutil.copytree(SETUP, first)
+    shutil.copytree(SETUP, later)
+    confirmed = [run_record.StepResult(s.name, "up-to-date", "", 0.1, "matches") for s in run_record.read_steps(first)]
+    (later / "steps.json").unlink()
+    (later / "command.txt").write_text("invoke setup --again\n")
+    for step in confirmed:
+        run_record.RunRecord(later).add_step(step)
+    write(later, None, tmp_path / "out", formats=("md",))
+    md = (tmp_path / "out" / "report.md").read_text()
+    assert "done in run 20260610-091500-setup" in md and "20260611-080000-setup included, only confirmed it" in md
+    assert "118.4" in md, "the env step's duration is the run that built it"
+
+
+def test_setup_alone_shows_the_smoke_checks_images(tmp_path):
+    run = tmp_path / "20260610-091500-setup"
+    shutil.copytree(SETUP, run)
+    shutil.copytree(PREDICT / "predict" / "grace_hopper", run / "smoke" / "predict" / "grace_hopper")
+    (run / "smoke.json").write_text(json.dumps({"ok": True, "check": "pipeline check without real weights"}))
+    result = write(run, None, tmp_path / "out", formats=("md",))
+    md = (tmp_path / "out" / "report.md").read_text()
+    assert result.status == "OK" and "smoke check drew DensePose on 1 sample photo" in result.headline
+    assert "smoke check: grace_hopper" in md and "NOT a real DensePose estimate" in md
+    assert "dp_contour" in md

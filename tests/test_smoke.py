@@ -95,18 +95,13 @@ def test_suite_gpu_tests_skip_or_fail_for_real(tmp_path, matrix, monkeypatch, re
     assert Path(result.junit) == tmp_path / "out.xml" and "smoke_tests/test_gpu.py" in Path(result.log).read_text()
 
 
-@pytest.mark.skipif(not os.environ.get("DPDEPLOY_TEST_D2_ENV"),
-                    reason="needs DPDEPLOY_TEST_D2_ENV: a prefix with detectron2 + DensePose + pytest")
-def test_invoke_smoke_passes_without_real_weights(tmp_path):
-    """The whole suite in a real detectron2 env, as a user runs it (minutes on a CPU). The
-    DensePose configs come from DPDEPLOY_TEST_D2_SOURCE when set (placed where the build step
-    keeps sources), else from beside an editable/source densepose install."""
+@pytest.mark.slow
+@pytest.mark.detectron2
+def test_invoke_smoke_passes_without_real_weights(d2_env, tmp_path):
+    """The whole suite in a real detectron2 env, as a user runs it (minutes on a CPU); the DensePose
+    configs are the ones the build step installed into the env."""
     junit = tmp_path / "out.xml"
-    if os.environ.get("DPDEPLOY_TEST_D2_SOURCE"):
-        (tmp_path / "home" / "cache" / "src").mkdir(parents=True)
-        (tmp_path / "home" / "cache" / "src" / "detectron2").symlink_to(os.environ["DPDEPLOY_TEST_D2_SOURCE"])
-    env = {**os.environ, "NO_COLOR": "1", "DPDEPLOY_HOME": str(tmp_path / "home"),
-           "DPDEPLOY_PREFIX": os.environ["DPDEPLOY_TEST_D2_ENV"]}
+    env = {**os.environ, "NO_COLOR": "1", "DPDEPLOY_HOME": str(tmp_path / "home"), "DPDEPLOY_PREFIX": str(d2_env)}
     proc = subprocess.run([sys.executable, "-m", "invoke", "smoke", "--junit", str(junit)], cwd=ROOT,
                           capture_output=True, text=True, env=env, timeout=3600)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]

@@ -5,7 +5,7 @@ run record, nothing is typed by hand.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Optional
 
@@ -74,6 +74,18 @@ def _step_summaries(plan: Optional[dict]) -> dict[str, str]:
     return {s["name"]: s["summary"] for s in (plan or {}).get("steps", [])}
 
 
+def _proc_step(number: str, s: dict, summary: str, run: RunData) -> ProcStep:
+    """A step as it was done: an up-to-date step shows the earlier run that did the work."""
+    origin = run.origins.get(s["name"])
+    if origin is not None:
+        return ProcStep(number, s["name"], origin.step_command or "(internal: no command)",
+                        f"{summary} — done in run {origin.run} (`{origin.command}`); later runs, "
+                        f"{run.id} included, only confirmed it ({s.get('output', '')})", "done", origin.duration_s)
+    note = f" — {s['output']}" if s.get("output") and s["status"] != "failed" else ""
+    return ProcStep(number, s["name"], s.get("command") or "(internal: no command)", summary + note,
+                    s["status"], s.get("duration_s"))
+
+
 def _procedure(setup: Optional[RunData], predict: Optional[RunData], report_command: str) -> list[ProcStep]:
     steps: list[ProcStep] = []
     n = 0
@@ -87,9 +99,7 @@ def _procedure(setup: Optional[RunData], predict: Optional[RunData], report_comm
         summaries = _step_summaries(setup.plan)
         ran = {s.get("name") for s in setup.steps}
         for i, s in enumerate(setup.steps, 1):
-            steps.append(ProcStep(f"{n}.{i}", s.get("name", "?"), s.get("command") or "(internal: no command)",
-                                  summaries.get(s.get("name"), "") + (f" — {s['output']}" if s.get("output") and s.get("status") != "failed" else ""),
-                                  s.get("status", "?"), s.get("duration_s")))
+            steps.append(_proc_step(f"{n}.{i}", s, summaries.get(s["name"], ""), setup))
         later = [name for name in summaries if name not in ran]
         for i, name in enumerate(later, len(setup.steps) + 1):
             steps.append(ProcStep(f"{n}.{i}", name, "", summaries[name], "not run", None))
@@ -195,7 +205,14 @@ def build(setup: Optional[RunData], predict: Optional[RunData], generated: str,
                      "Run `invoke setup` first.")
     elif any(s.get("status") == "planned" for s in setup.steps):
         notes.append(f"Setup run {setup.id} was a dry run: nothing was installed.")
-    if predict is None:
+    smoke_only = predict is None and setup is not None and bool(setup.smoke_photos)
+    if smoke_only:
+        notes.append(f"No predict run yet: the photos below are the smoke check's DensePose output on the sample "
+                     f"photos ({setup.smoke_check or 'smoke check'}). Run `invoke predict <photo>` for your own.")
+        if "without real weights" in setup.smoke_check:
+            notes.append("Weights kind 'synthetic': these overlays check the pipeline (a checkpoint built from the "
+                         "config so the detector fires) and are NOT a real DensePose estimate.")
+    elif predict is None:
         notes.append("No predict run was found, so this report has no DensePose images. "
                      "Run `invoke predict <photo>` and then `invoke report` again.")
     elif predict.summary is None:
@@ -206,15 +223,20 @@ def build(setup: Optional[RunData], predict: Optional[RunData], generated: str,
         notes.append(f"Weights kind '{kind}': these overlays check the pipeline (synthetic weights are a checkpoint "
                      "built from the config so the detector fires) and are NOT a real DensePose estimate.")
 
-    status = "FAILED" if failures else ("INCOMPLETE" if setup is None or predict is None else "OK")
+    status = "FAILED" if failures else ("INCOMPLETE" if setup is None or (predict is None and not smoke_only)
+                                        else "OK")
     if failures:
         headline = "FAILED: " + "; ".join(f.message for f in failures[:3]) + ("; …" if len(failures) > 3 else "")
     elif status == "INCOMPLETE":
         headline = "INCOMPLETE: " + ("no setup run" if setup is None else "no predict run")
     else:
         headline = "OK: every step succeeded" + (f" and {len(entries)} photo(s) were processed" if entries else "")
+        if smoke_only:
+            headline += f"; the smoke check drew DensePose on {len(setup.smoke_photos)} sample photo(s)"
 
     photos = [_photo(p, entries.get(p.stem, {})) for p in (predict.photos if predict else [])]
+    if smoke_only:
+        photos = [replace(_photo(p, {}), name=f"smoke check: {p.stem}") for p in setup.smoke_photos]
     timings = [(f"setup: {s.get('name')}", float(s.get("duration_s") or 0)) for s in (setup.steps if setup else [])]
     if predict and _total(summary) is not None:
         timings.append(("predict: total", _total(summary)))

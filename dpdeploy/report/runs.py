@@ -39,6 +39,16 @@ class Suite:
     cases: list[tuple[str, str, str]]  # (test name, "passed"/"failed"/"error"/"skipped", message)
 
 
+@dataclass(frozen=True)
+class Origin:
+    """The earlier run that did a step this run found up to date."""
+
+    run: str             # run id
+    command: str         # that run's command line
+    step_command: str
+    duration_s: float
+
+
 @dataclass
 class RunData:
     folder: Path
@@ -54,6 +64,9 @@ class RunData:
     suites: list[Suite] = field(default_factory=list)
     log_tails: dict[str, str] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)   # records that could not be read
+    origins: dict[str, Origin] = field(default_factory=dict)   # step -> the earlier run that did it
+    smoke_photos: list[Photo] = field(default_factory=list)   # the smoke check's DensePose on the samples
+    smoke_check: str = ""                                      # which check that was, in words
 
     @property
     def id(self) -> str:
@@ -127,6 +140,25 @@ def _record(read, folder: Path, problems: list[str]):
         return None
 
 
+def origins(folder: Path, steps: list[dict]) -> dict[str, Origin]:
+    """For each step this run found up to date, the newest earlier run (same state root) that did it."""
+    pending = {s["name"] for s in steps if s["status"] == "up-to-date"}
+    found: dict[str, Origin] = {}
+    for other in sorted((p for p in folder.parent.iterdir() if p.is_dir() and p.name < folder.name), reverse=True):
+        if not pending:
+            break
+        try:
+            past = run.read_steps(other)
+        except RecordError:
+            continue
+        for step in past:
+            if step.name in pending and step.status == "done":
+                found[step.name] = Origin(other.name, (_text(other / COMMAND_NAME) or "").strip(), step.command,
+                                          step.duration_s)
+                pending.discard(step.name)
+    return found
+
+
 def load(folder: str | Path, photos: tuple[str, ...] = ()) -> RunData:
     """Everything the report needs from one run folder; ``photos`` limits the photo stems."""
     folder = Path(folder)
@@ -143,6 +175,9 @@ def load(folder: str | Path, photos: tuple[str, ...] = ()) -> RunData:
             log = _text(folder / "logs" / f"{step['name']}.log")
             if log:
                 tails[step["name"]] = tail(log)
+    done_by = origins(folder, steps)
+    smoke = folder if (folder / "smoke" / "predict").is_dir() or "smoke" not in done_by \
+        else folder.parent / done_by["smoke"].run   # a confirmed suite: its images are in the run that ran it
     return RunData(
         folder=folder,
         facts=_json(folder / "facts.json"),
@@ -157,6 +192,9 @@ def load(folder: str | Path, photos: tuple[str, ...] = ()) -> RunData:
         suites=[s for p in sorted(folder.rglob("*.xml")) if "junit" in p.name for s in read_junit(p)],
         log_tails=tails,
         problems=problems,
+        origins=done_by,
+        smoke_photos=_photos(smoke / "smoke" / "predict", ()),
+        smoke_check=(_json(smoke / "smoke.json") or {}).get("check", ""),
     )
 
 
