@@ -261,15 +261,17 @@ def prepare(inputs: Sequence[str], *, home: Path, prefix: str, default_device: s
     if config and not Path(config).is_file():
         raise PredictError(f"--config {config}: no such file")
     names = parse_vis(vis)
-    found = collect(split_specs(inputs))
-    if not found.files:
-        raise PredictError(f"no images in {', '.join(inputs)}"
-                           + (f" ({len(found.skipped)} files without an image suffix)" if found.skipped else "")
-                           + ": pass image files or folders holding them")
-    missing = [f for f in found.files if not Path(f).exists()]
+    specs = split_specs(inputs)
+    # what the user named must exist; a broken file found inside a folder is that file's error
+    missing = [spec for spec in specs if not os.path.lexists(Path(spec).expanduser())]
     if missing:
         raise PredictError(f"no such file or folder: {', '.join(missing)}; check the path (several inputs are "
                            "separated by commas)")
+    found = collect(specs)
+    if not found.files:
+        raise PredictError(f"no images in {', '.join(inputs)}"
+                           + (f" ({len(found.skipped)} entries skipped: {found.skipped[0]}, ...)" if found.skipped else "")
+                           + ": pass image files or folders holding them")
     python = env_python(prefix)
     resolved = resolve_weights(weights, model, home)
     if out:
