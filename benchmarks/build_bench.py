@@ -18,6 +18,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from dpdeploy import paths  # noqa: E402
 from dpdeploy.build import wheels as builder, cache as wheelcache
 from dpdeploy.plan import matrix as matrix_mod
 from dpdeploy.host import probe  # noqa: E402
@@ -50,7 +51,7 @@ def main() -> None:
         src = acquire(args.source, matrix.d2_repo, matrix.d2_commit, home / "src", allow_unpinned=True)
         tree, parts, ident = Path(src.path), build.projects(matrix.densepose_subdir), src.identity
     else:
-        tree, parts, ident = ROOT / "tests" / "ext", (builder.Project("dpdeploy-testext", ""),), "testext"
+        tree, parts, ident = paths.TESTEXT_SOURCE, (builder.Project("dpdeploy-testext", ""),), "testext"
     info = build.env_info(args.env)
     python = str(Path(args.env) / "bin" / "python")
     log = home / "bench.log"

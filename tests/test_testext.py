@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from dpdeploy import paths
 from dpdeploy.build import wheels as builder, cache as wheelcache
 from dpdeploy.build.fatbin import Arch, compiled_archs
 from dpdeploy.plan.resolve import resolve
@@ -19,7 +20,7 @@ from dpdeploy.steps import build
 
 from .conftest import facts_fixture
 
-EXT = Path(__file__).resolve().parent / "ext"
+EXT = paths.TESTEXT_SOURCE
 PARTS = (builder.Project("dpdeploy-testext", ""),)
 CHECK = ("import json, torch, dpdeploy_testext._C as c; "
          "print(json.dumps({'file': c.__file__, 'out': c.add_one(torch.zeros(3)).tolist(), "
