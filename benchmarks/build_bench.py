@@ -18,6 +18,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from dpdeploy import paths  # noqa: E402
 from dpdeploy.build import wheels as builder, cache as wheelcache
 from dpdeploy.plan import matrix as matrix_mod
 from dpdeploy.host import probe  # noqa: E402
@@ -26,7 +27,6 @@ from dpdeploy.plan.settings import resolve as resolve_settings  # noqa: E402
 from dpdeploy.build.source import acquire  # noqa: E402
 from dpdeploy.envs.site import torch_info  # noqa: E402
 from dpdeploy.steps import build  # noqa: E402
-from dpdeploy import paths  # noqa: E402
 
 
 def timed(fn):

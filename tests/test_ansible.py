@@ -18,8 +18,9 @@ from .conftest import ROOT
 
 BIN = Path(sys.executable).parent
 ANSIBLE_PLAYBOOK = BIN / "ansible-playbook"
-pytestmark = pytest.mark.skipif(not ANSIBLE_PLAYBOOK.is_file(),
-                                reason="ansible is not installed (pip install --require-hashes -r requirements/ansible.txt)")
+pytestmark = pytest.mark.skipif(
+    not ANSIBLE_PLAYBOOK.is_file(),
+    reason="ansible is not installed (pip install --require-hashes -r requirements/ansible.txt)")
 
 # Cached between runs (CI machines may be reused); each session unpacks a fresh copy.
 ROOTFS_CACHE = Path(os.environ.get("DPDEPLOY_TEST_ROOTFS_CACHE", "/var/tmp/dpdeploy-test/bookworm-minbase.tar"))
@@ -53,7 +54,8 @@ def _cached_rootfs() -> Path:
     build = ROOTFS_CACHE.parent / "rootfs.build"
     shutil.rmtree(build, ignore_errors=True)
     build.mkdir(parents=True)
-    made = _run(["debootstrap", "--variant=minbase", "bookworm", str(build), "http://deb.debian.org/debian"], timeout=900)
+    made = _run(["debootstrap", "--variant=minbase", "bookworm", str(build), "http://deb.debian.org/debian"],
+                timeout=900)
     assert made.returncode == 0, made.stdout[-3000:] + made.stderr[-3000:]
     tmp = ROOTFS_CACHE.with_suffix(".tmp")
     assert _run(["tar", "-C", str(build), "-cf", str(tmp), "."]).returncode == 0
@@ -152,7 +154,8 @@ def test_densepose_role_ran_the_engine_and_fetched_its_record(converged, chroot_
 @pytest.mark.slow
 def test_injected_gpu_check_mode_plans_the_driver_and_changes_nothing(converged, chroot_host):
     extra = json.dumps({"nvidia_driver_detected_gpus": INJECTED_GPU, "densepose_setup_steps": []})
-    argv = provision.playbook_argv(str(ANSIBLE_PLAYBOOK), inventory=chroot_host["inventory"], check=True, extra_vars=extra)
+    argv = provision.playbook_argv(str(ANSIBLE_PLAYBOOK), inventory=chroot_host["inventory"], check=True,
+                                   extra_vars=extra)
     env = {**provision.playbook_env(dict(os.environ)), "ANSIBLE_STDOUT_CALLBACK": "ansible.posix.json",
            "ANSIBLE_CALLBACKS_ENABLED": "", "DPDEPLOY_HOME": str(chroot_host["home"])}
     proc = _run(argv, env=env, timeout=600)
@@ -167,7 +170,54 @@ def test_injected_gpu_check_mode_plans_the_driver_and_changes_nothing(converged,
     assert plan["packages"] == ["linux-headers-amd64", "dkms", "cuda-drivers-580"]
     assert plan["repository"]["url"].endswith("/repos/debian12/x86_64/")
     assert tasks["Report the driver packages check mode would install"]["changed"] is True
-    assert "Install the NVIDIA driver packages" not in tasks or tasks["Install the NVIDIA driver packages"].get("skipped")
+    install = "Install the NVIDIA driver packages"
+    assert install not in tasks or tasks[install].get("skipped")
     rootfs = chroot_host["rootfs"]
     assert not (rootfs / "etc/apt/keyrings/nvidia-cuda.asc").exists()
     assert not list((rootfs / "etc/apt/sources.list.d").glob("nvidia*"))
+
+
+# --- the nvidia_driver role acts on the engine's answer (no chroot: localhost, check mode) ---
+
+def _driver_role(tmp_path, smi_output, branch=""):
+    """The nvidia_driver role in check mode on localhost, with an injected GPU and a fake nvidia-smi."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    smi = bin_dir / "nvidia-smi"
+    smi.write_text(f"#!/bin/sh\necho '{smi_output}'\n" if smi_output else "#!/bin/sh\nexit 9\n")
+    smi.chmod(0o755)
+    play = tmp_path / "play.yml"
+    play.write_text("- hosts: all\n  gather_facts: true\n  roles: [nvidia_driver]\n")
+    extra = json.dumps({"nvidia_driver_detected_gpus": INJECTED_GPU, "nvidia_driver_branch": branch,
+                        "nvidia_driver_engine_dir": str(ROOT), "ansible_python_interpreter": sys.executable})
+    env = {**provision.playbook_env(dict(os.environ)), "ANSIBLE_STDOUT_CALLBACK": "ansible.posix.json",
+           "ANSIBLE_CALLBACKS_ENABLED": "", "ANSIBLE_ROLES_PATH": str(ROOT / "ansible" / "roles"),
+           "PATH": f"{bin_dir}:{BIN}:{os.environ['PATH']}"}
+    proc = _run([str(ANSIBLE_PLAYBOOK), "-i", "localhost,", "-c", "local", "--check", "-e", extra, str(play)],
+                env=env, timeout=300)
+    out = json.loads(proc.stdout)
+    tasks = {t["task"]["name"].split(" : ")[-1]: t["hosts"]["localhost"]
+             for t in out["plays"][0]["tasks"] if "localhost" in t["hosts"]}
+    return proc.returncode, tasks
+
+
+@pytest.mark.parametrize("smi_output", ["535.104.05", "580.65.06", "590.44.01", ""])
+def test_driver_role_acts_on_the_engines_answer(tmp_path, matrix, smi_output):
+    """The role installs exactly when dpdeploy.plan.driver.new_enough says the driver is too old."""
+    from dpdeploy.plan.driver import new_enough
+
+    rc, tasks = _driver_role(tmp_path, smi_output)
+    assert rc == 0, tasks
+    plan = tasks["Show the NVIDIA driver plan"]["nvidia_driver_plan"]
+    floor = matrix.profile(matrix.auto_gpu[0]).min_driver
+    fits = bool(smi_output) and new_enough(smi_output, floor)
+    assert plan["installed"] == smi_output and plan["min_driver"] == floor
+    assert plan["action"] == ("none" if fits else "install"), plan["reason"]
+    verdict = tasks["Ask dpdeploy's engine whether the running driver is new enough"]
+    assert verdict.get("skipped", False) is not fits
+
+
+def test_driver_role_refuses_the_series_the_engine_refuses(tmp_path):
+    rc, tasks = _driver_role(tmp_path, "", branch="570")
+    refused = tasks["Refuse a driver series older than the profile needs"]
+    assert rc != 0 and refused.get("failed") and "nvidia_driver_branch=570" in refused["msg"]

@@ -285,7 +285,7 @@ def test_staged_context_has_the_repo_and_the_pinned_source_archive(tmp_path):
 
 
 def test_compose_serves_the_default_runtime_image_with_the_hosts_weights(matrix):
-    service = yaml.safe_load((docker.ROOT / "docker" / "compose.yml").read_text())["services"]["densepose"]
+    service = yaml.safe_load((ROOT / "docker" / "compose.yml").read_text())["services"]["densepose"]
     assert service["image"] == f"localhost/dpdeploy-densepose:{docker.build_args(matrix)['PROFILE']}-runtime"
     assert service["command"][0] == "predict"
     targets = [v.rsplit(":", 2)[1] if v.endswith(":ro") else v.rsplit(":", 1)[1] for v in service["volumes"]]

@@ -27,7 +27,7 @@ cpu2                       : ok=19   changed=0    unreachable=0    failed=0    s
 Sunday 23 November 2026  09:50:01 +0000 (0:00:00.020)       0:00:33.101 *******
 ===============================================================================
 base : Install the build and runtime packages --------------------------- 25.31s
-"""
+"""  # noqa: E501 (ansible's recap lines, verbatim)
 
 
 def test_recap_one_entry_per_host_with_status():
@@ -66,7 +66,8 @@ def test_bundle_ships_the_engine_not_the_venv_or_caches(tmp_path):
     (ROOT / "dpdeploy" / "__pycache__").mkdir(exist_ok=True)
     files = {str(p) for p in bundle.project_files()}
     assert {"bootstrap.py", "tasks.py", "env/matrix.yml", "requirements/tools.txt", "dpdeploy/plan/resolve.py"} <= files
-    assert not any(f.startswith((".venv", ".git", "tests/", "ansible/", "reports/")) or "__pycache__" in f for f in files)
+    assert not any(f.startswith((".venv", ".git", "tests/", "ansible/", "reports/")) or "__pycache__" in f
+                   for f in files)
     first = bundle.write_bundle(tmp_path / "a.tar.gz")
     with tarfile.open(first) as tar:
         members = tar.getmembers()
@@ -78,23 +79,27 @@ def test_bundle_ships_the_engine_not_the_venv_or_caches(tmp_path):
 
 def test_bundle_command_line(tmp_path):
     out = tmp_path / "sub" / "b.tar.gz"
-    proc = subprocess.run([sys.executable, "-m", "dpdeploy.fleet.project_archive", str(out)], cwd=ROOT, capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, "-m", "dpdeploy.fleet.project_archive", str(out)], cwd=ROOT,
+                          capture_output=True, text=True)
     assert proc.returncode == 0 and proc.stdout.strip() == str(out) and tarfile.is_tarfile(out)
     assert not [p for p in out.parent.iterdir() if p.name.endswith(".tmp")]
 
 
 def test_driver_requirement_comes_from_the_matrix(matrix):
     need = driver.requirement(matrix, "auto")
-    assert need == {"profile": matrix.auto_gpu[0], "cuda": "13.0", "min_driver": "580.65.06", "branch": 580}
+    assert need == {"profile": matrix.auto_gpu[0], "cuda": "13.0", "min_driver": "580.65.06", "branch": 580,
+                    "branch_ok": True}
     assert driver.requirement(matrix, "cu126")["min_driver"] == matrix.profile("cu126").min_driver
     with pytest.raises(MatrixError, match="needs no NVIDIA driver"):
         driver.requirement(matrix, "cpu")
 
 
 def test_driver_command_line():
-    proc = subprocess.run([sys.executable, "-m", "dpdeploy.plan.driver", "cu130"], cwd=ROOT, capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, "-m", "dpdeploy.plan.driver", "cu130"], cwd=ROOT,
+                          capture_output=True, text=True)
     assert proc.returncode == 0 and json.loads(proc.stdout)["branch"] == 580
-    bad = subprocess.run([sys.executable, "-m", "dpdeploy.plan.driver", "nope"], cwd=ROOT, capture_output=True, text=True)
+    bad = subprocess.run([sys.executable, "-m", "dpdeploy.plan.driver", "nope"], cwd=ROOT,
+                         capture_output=True, text=True)
     assert bad.returncode == 2 and "unknown profile 'nope'" in bad.stderr
 
 

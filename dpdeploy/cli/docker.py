@@ -10,6 +10,7 @@ from pathlib import Path
 
 from invoke import Collection, Exit, task
 
+from dpdeploy import paths
 from dpdeploy.container import baseimage, context as buildcontext, engines as containers, dockerfile
 from dpdeploy.ui import render
 from dpdeploy.container.engines import BuildRequest, Engine, EngineError, RunRequest
@@ -105,7 +106,7 @@ def build(c, profile: str = "", arch_list: str = "", source: str = "", target: s
         if dry:
             _report({"engine": eng.name, "command": argv, "tag": tag, "status": "planned"}, json)
             return
-        files = buildcontext.stage_repo(dockerfile.ROOT, staging)
+        files = buildcontext.stage_repo(paths.ROOT, staging)
         record = RunRecord.create(home, "docker-build")
         log = record.log_path("docker-build")
         log.parent.mkdir(parents=True, exist_ok=True)

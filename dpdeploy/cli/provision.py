@@ -6,6 +6,7 @@ from pathlib import Path
 
 from invoke import Exit, task
 
+from dpdeploy import paths
 from dpdeploy.fleet import ansible as prov
 from dpdeploy.ui import render
 from dpdeploy import runner
@@ -20,7 +21,7 @@ def _ansible_playbook() -> str:
 
 
 @task(help={
-    "inventory": f"Inventory file or folder (default {prov.DEFAULT_INVENTORY.relative_to(prov.ROOT)}).",
+    "inventory": f"Inventory file or folder (default {prov.DEFAULT_INVENTORY.relative_to(paths.ROOT)}).",
     "limit": "Only these hosts or groups (ansible --limit pattern, e.g. 'gpu1,gpu2' or 'gpus').",
     "check": "Ansible check mode: report what would change, change nothing on the hosts.",
     "diff": "Show file differences (ansible --diff).",

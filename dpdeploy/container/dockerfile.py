@@ -13,7 +13,6 @@ from typing import Mapping, Optional
 from dpdeploy import paths
 from dpdeploy.plan.matrix import Matrix, MatrixError
 
-ROOT = paths.ROOT
 DOCKERFILE = paths.DOCKERFILE
 BEGIN_MARK = "# BEGIN build args rendered from env/matrix.yml by `invoke docker.render`; do not edit"
 END_MARK = "# END build args"

@@ -13,6 +13,7 @@ from typing import Any, Iterable, Mapping, Optional
 from dpdeploy.diagnose.signatures import diagnose
 from dpdeploy.host.facts import Facts, Gpu
 from dpdeploy.plan.archs import covers, parse_archs
+from dpdeploy.plan.driver import new_enough
 from dpdeploy.plan.matrix import Matrix, version_tuple
 from dpdeploy.plan.resolve import Plan, max_jobs_for
 from dpdeploy.host.probe import parse_nvcc_version
@@ -94,7 +95,7 @@ def driver_check(facts: Facts, plan: Plan, matrix: Matrix) -> Check:
         return Check("driver", "warn", "no NVIDIA driver found",
                      f"{plan.profile} builds CUDA kernels, but DensePose runs on the CPU here",
                      "invoke facts")
-    if version_tuple(facts.driver_version) < version_tuple(profile.min_driver):
+    if not new_enough(facts.driver_version, profile.min_driver):
         return Check("driver", "fail", f"driver {facts.driver_version} < {profile.min_driver}",
                      f"{plan.profile} (CUDA {profile.cuda}) needs driver >= {profile.min_driver} (env/matrix.yml)",
                      "upgrade the NVIDIA driver, or plan another profile: invoke plan --profile cu126")

@@ -10,7 +10,8 @@ from typing import Callable, Optional
 
 import yaml
 
-from dpdeploy.envs.lockfile import ROOT, LockError, pins
+from dpdeploy import paths
+from dpdeploy.envs.lockfile import LockError, pins
 from dpdeploy.plan.matrix import Matrix, Profile, version_tuple
 from dpdeploy.host.network import Reach
 
@@ -88,7 +89,7 @@ def preflight(matrix: Matrix, which: Callable[[str], Optional[str]], reach: Reac
                          "(`invoke env` without --conda)"])
 
 
-def require_lockfile(profile: str, root: Path = ROOT) -> Path:
+def require_lockfile(profile: str, root: Path = paths.ROOT) -> Path:
     path = root / lockfile_path(profile)
     if not path.is_file():
         raise LockError(f"no conda lock for profile {profile}", [f"{lockfile_path(profile)} does not exist"],

@@ -17,7 +17,6 @@ from dpdeploy.plan.matrix import Matrix, Profile
 from dpdeploy.host.network import Reach, reachable
 from dpdeploy.runner import Runner, run
 
-ROOT = paths.ROOT
 LOCK_DIR = Path("env") / "locks"           # relative to the checkout, as lock headers show it
 # Python the locks are made for when no plan picks one: this host's and Debian 12's python3.
 DEFAULT_PYTHON = "3.11"
@@ -154,7 +153,7 @@ def _regenerate_hint(profile: Profile) -> str:
             f"and commit {lock_path(profile.name)}")
 
 
-def load(profile: Profile, root: Path = ROOT) -> Lock:
+def load(profile: Profile, root: Path = paths.ROOT) -> Lock:
     """The committed lock of a profile, or a LockError saying how to make it."""
     path = root / lock_path(profile.name)
     if not path.is_file():
@@ -200,7 +199,7 @@ class LockResult:
 
 
 def lock_profile(matrix: Matrix, profile: Profile, python_version: str, *, dry: bool = False,
-                 runner: Runner = run, reach: Reach = reachable, root: Path = ROOT,
+                 runner: Runner = run, reach: Reach = reachable, root: Path = paths.ROOT,
                  uv: Optional[str] = None) -> LockResult:
     """Render the profile's input spec and resolve it with uv into the hashed lock."""
     argv = compile_argv(profile, python_version, uv or uv_path())

@@ -5,6 +5,7 @@ import shutil
 from pathlib import Path
 from typing import Callable, Optional
 
+from dpdeploy import paths
 from dpdeploy.envs import conda as condaenv, lockfile as locks
 from dpdeploy.fsutil import atomic_write_text
 from dpdeploy.envs.lockfile import LockError, LockResult
@@ -13,7 +14,7 @@ from dpdeploy.host.network import Reach, reachable
 from dpdeploy.runner import Runner, run
 
 
-def render_conda_inputs(matrix: Matrix, python_version: str, root: Path = locks.ROOT) -> list[str]:
+def render_conda_inputs(matrix: Matrix, python_version: str, root: Path = paths.ROOT) -> list[str]:
     """env/environment-<profile>.yml for every profile and env/virtual-packages.yml (pure renders)."""
     written = []
     for profile in matrix.profiles.values():
@@ -25,7 +26,7 @@ def render_conda_inputs(matrix: Matrix, python_version: str, root: Path = locks.
 
 
 def lock_pip(matrix: Matrix, only: str, python_version: str, *, dry: bool = False, runner: Runner = run,
-             reach: Reach = reachable, root: Path = locks.ROOT) -> list[LockResult]:
+             reach: Reach = reachable, root: Path = paths.ROOT) -> list[LockResult]:
     """Lock ``only`` (errors are raised), or every profile (unreachable indexes are skipped)."""
     names = [matrix.profile(only).name] if only else list(matrix.profiles)
     results = []
@@ -44,7 +45,7 @@ def lock_pip(matrix: Matrix, only: str, python_version: str, *, dry: bool = Fals
 
 def lock_conda(matrix: Matrix, only: str, python_version: str, *, dry: bool = False, runner: Runner = run,
                reach: Reach = reachable, which: Callable[[str], Optional[str]] = shutil.which,
-               root: Path = locks.ROOT) -> list[LockResult]:
+               root: Path = paths.ROOT) -> list[LockResult]:
     """conda-lock each profile's environment yml (fails fast without conda-lock or the channel)."""
     names = [matrix.profile(only).name] if only else list(matrix.profiles)
     commands = {name: condaenv.lock_argv(matrix, name) for name in names}

@@ -12,11 +12,10 @@ from typing import Any, Iterable, Sequence
 
 from dpdeploy import paths
 
-ROOT = paths.ROOT
-ANSIBLE_DIR = ROOT / "ansible"
+ANSIBLE_DIR = paths.ROOT / "ansible"
 DEFAULT_INVENTORY = ANSIBLE_DIR / "inventories" / "example"
 PLAYBOOK = ANSIBLE_DIR / "site.yml"
-CONTROLLER_LOCK = ROOT / "requirements" / "ansible.txt"
+CONTROLLER_LOCK = paths.ROOT / "requirements" / "ansible.txt"
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 # One recap line, e.g. "web1 : ok=5 changed=0 unreachable=0 failed=0 skipped=1 rescued=0 ignored=0"

@@ -17,7 +17,6 @@ from pathlib import Path
 from dpdeploy import paths
 from dpdeploy.fsutil import atomic_write_bytes
 
-ROOT = paths.ROOT
 
 # Top-level entries a host needs (our choice: the engine and its data, nothing else).
 INCLUDE = ("bootstrap.py", "tasks.py", "pyproject.toml", "README.md", "dpdeploy", "env", "requirements")
@@ -25,7 +24,7 @@ SKIP_DIRS = {"__pycache__", ".pytest_cache", ".mypy_cache"}
 SKIP_SUFFIXES = (".pyc", ".pyo", ".swp", "~")
 
 
-def project_files(root: Path = ROOT) -> list[Path]:
+def project_files(root: Path = paths.ROOT) -> list[Path]:
     """The files to ship, relative to ``root``, sorted (so the tarball is the same each time)."""
     found: list[Path] = []
     for name in INCLUDE:
@@ -46,7 +45,7 @@ def _normalized(info: tarfile.TarInfo) -> tarfile.TarInfo:
     return info
 
 
-def write_bundle(dest: Path, root: Path = ROOT) -> Path:
+def write_bundle(dest: Path, root: Path = paths.ROOT) -> Path:
     """Write the tarball atomically; returns its path."""
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w:gz") as tar:

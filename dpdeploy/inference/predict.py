@@ -25,7 +25,6 @@ from dpdeploy.records import predict_summary
 from dpdeploy.records.predict_summary import PredictSummary
 from dpdeploy.inenv.outputs import DEFAULT_MAX_SIZE, DEFAULT_VIS, VISUALIZERS, unique_stems
 
-REPO_ROOT = paths.ROOT
 SYNTHETIC = "synthetic"
 # Detections per image with synthetic weights unless --max-detections says otherwise: every
 # proposal scores 0.95 there, and each costs DensePose-head and drawing time (~28 s/image on
@@ -172,7 +171,7 @@ def worker_command(req: Request) -> list[str]:
 def worker_env(base: Optional[dict[str, str]] = None) -> dict[str, str]:
     """The repo on PYTHONPATH (the worker is part of dpdeploy), unbuffered, headless matplotlib."""
     env = dict(os.environ if base is None else base)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH", "")]))
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(paths.ROOT), env.get("PYTHONPATH", "")]))
     env.update(PYTHONUNBUFFERED="1", MPLBACKEND="Agg")
     return env
 

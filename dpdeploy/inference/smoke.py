@@ -24,7 +24,6 @@ from dpdeploy.records import build_stamp, env_stamp, smoke_pass
 from dpdeploy.records.run import RunRecord
 from dpdeploy.records.smoke_pass import SmokePass
 
-ROOT = paths.ROOT
 SUITE = paths.SMOKE_TESTS
 # Names of the JUnit testsuite properties the suite records (smoke_tests/conftest.py).
 CHECK_PROPERTY = "densepose_check"
@@ -75,7 +74,7 @@ def suite_env(plan: Plan, matrix: Matrix, model: str, plan_json: Path, out_dir: 
         # Verified by `invoke weights` before it was moved there; "" = none (pipeline check).
         "DPDEPLOY_WEIGHTS": str(have) if have.is_file() else "",
         "DPDEPLOY_SMOKE_OUT": str(out_dir),
-        "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), base.get("PYTHONPATH", "")])),
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(paths.ROOT), base.get("PYTHONPATH", "")])),
         "PYTHONDONTWRITEBYTECODE": "1",
     })
     return env
@@ -96,7 +95,7 @@ def fingerprint(plan: Plan, matrix: Matrix, model: str = "") -> str:
 
 def command(plan: Plan, junit: Path, extra: tuple[str, ...] = ()) -> list[str]:
     """The pytest command line, run with the env's interpreter from the repository root."""
-    return [str(Path(plan.prefix) / "bin" / "python"), "-m", "pytest", str(SUITE.relative_to(ROOT)),
+    return [str(Path(plan.prefix) / "bin" / "python"), "-m", "pytest", str(SUITE.relative_to(paths.ROOT)),
             "-v", "-rs", "-p", "no:cacheprovider", f"--junitxml={junit}", *extra]
 
 
@@ -138,7 +137,7 @@ def run_smoke(plan: Plan, matrix: Matrix, model: str = "", junit: Optional[str] 
     argv = command(plan, junit_path, extra)
     log = record.log_path("smoke")
     rc = stream(argv, log_path=str(log), env=suite_env(plan, matrix, model, plan_json, out_dir),
-                cwd=str(ROOT), echo=echo)
+                cwd=str(paths.ROOT), echo=echo)
     counts, props, skipped = read_junit(junit_path) if junit_path.is_file() else ({}, {}, [])
     result = SmokeResult(rc == 0 and bool(counts), rc, argv, str(junit_path), str(log), counts, props, skipped)
     record.write("smoke", result)

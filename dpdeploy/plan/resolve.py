@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from dpdeploy.host.facts import Facts, Tool
+from dpdeploy.plan.driver import new_enough
 from dpdeploy.plan.matrix import Matrix, Profile, parse_arch_list, version_tuple
 from dpdeploy.plan.settings import Settings
 
@@ -145,7 +146,7 @@ def _reject(profile: Profile, facts: Facts, matrix: Matrix, settings: Settings, 
     if facts.gpus:
         if facts.driver_version is None:
             return _Rejection("NVIDIA driver version unknown", "check that `nvidia-smi` works")
-        if version_tuple(facts.driver_version) < version_tuple(profile.min_driver):
+        if not new_enough(facts.driver_version, profile.min_driver):
             return _Rejection(
                 f"driver {facts.driver_version} is older than {profile.min_driver} (CUDA {profile.cuda} needs it)",
                 f"install NVIDIA driver >= {profile.min_driver} for {profile.name}",
@@ -153,7 +154,8 @@ def _reject(profile: Profile, facts: Facts, matrix: Matrix, settings: Settings, 
         outside = [g for g in facts.gpus if not profile.covers(g.compute_capability)]
         if outside:
             names = ", ".join(f"GPU {g.index} {g.name} (sm_{g.compute_capability.replace('.', '')})"
-                              if g.compute_capability != "unknown" else f"GPU {g.index} {g.name} (compute capability unknown)"
+                              if g.compute_capability != "unknown"
+                              else f"GPU {g.index} {g.name} (compute capability unknown)"
                               for g in outside)
             return _Rejection(
                 f"{names} outside {profile.name}'s range {profile.cc_min}-{profile.cc_max}",
@@ -181,14 +183,16 @@ def _toolchain(profile: Profile, facts: Facts, matrix: Matrix, prefix: str) -> t
     if gcc is None:  # a host that runs an env built elsewhere (a runtime image): only the build refuses
         reasons = ["compiler: none found; the build step refuses, predict/smoke/verify run an env built already"]
     else:
-        reasons = [f"compiler: gcc {gcc.version} ({gcc.path})" + (f", nvcc {profile.cuda} accepts gcc <= {max_gcc}" if max_gcc else "")]
+        limit = f", nvcc {profile.cuda} accepts gcc <= {max_gcc}" if max_gcc else ""
+        reasons = [f"compiler: gcc {gcc.version} ({gcc.path}){limit}"]
     cuda_home = source = None
     if profile.is_cuda:
         sys_cuda = facts.cuda
         same = sys_cuda is not None and version_tuple(sys_cuda.nvcc.version)[:2] == version_tuple(profile.cuda)[:2]
         if same and sys_cuda.has_library_headers:
             cuda_home, source = sys_cuda.home, "system"
-            reasons.append(f"CUDA_HOME={cuda_home}: system CUDA {sys_cuda.nvcc.version} matches torch's CUDA {profile.cuda}")
+            reasons.append(f"CUDA_HOME={cuda_home}: system CUDA {sys_cuda.nvcc.version} "
+                           f"matches torch's CUDA {profile.cuda}")
         else:
             cuda_home, source = str(Path(prefix) / "cuda"), "pypi"
             if sys_cuda is None:
@@ -197,7 +201,8 @@ def _toolchain(profile: Profile, facts: Facts, matrix: Matrix, prefix: str) -> t
                 why = f"system CUDA {sys_cuda.nvcc.version} at {sys_cuda.home} differs from torch's CUDA {profile.cuda}"
             else:
                 why = f"system CUDA at {sys_cuda.home} lacks library headers (cusparse.h)"
-            reasons.append(f"CUDA_HOME={cuda_home}: {why}; using PyPI's CUDA {profile.cuda} toolchain wheels in the env")
+            reasons.append(f"CUDA_HOME={cuda_home}: {why}; "
+                           f"using PyPI's CUDA {profile.cuda} toolchain wheels in the env")
     if gcc is None:
         return Toolchain("", "", "", cuda_home, source, max_gcc), reasons
     return Toolchain(gcc.path, _cxx_for(gcc.path), gcc.version, cuda_home, source, max_gcc), reasons
@@ -253,8 +258,9 @@ def resolve(facts: Facts, matrix: Matrix, settings: Settings) -> Plan:
         raise PlanError("no profile fits this host", why, nxt, rejected)
 
     if not forced and facts.gpus:
+        gpus = ", ".join(f"{g.name} sm_{g.compute_capability}" for g in facts.gpus)
         reasons.insert(0, f"{chosen.name}: first profile whose driver and GPU range fit "
-                          f"({', '.join(f'{g.name} sm_{g.compute_capability}' for g in facts.gpus)}; driver {facts.driver_version})")
+                          f"({gpus}; driver {facts.driver_version})")
     prefix = settings.prefix or str(Path(home) / "envs" / chosen.name)
     python, _ = pick_python(chosen, facts, settings.python)
     reasons.append(f"python: {python.version} ({python.path}) within {chosen.python_min}-{chosen.python_max}")

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
+from dpdeploy import paths
 from dpdeploy.envs import conda as condaenv
 from dpdeploy.envs import lockfile as locks
 from dpdeploy.envs.site import EnvError, torch_info, torchvision_version
@@ -119,7 +120,7 @@ def run(ctx: StepContext, reach: Reach = reachable, which: Callable[[str], Optio
             total = 0
         else:
             lock = locks.load(profile)
-            lock_file, lock_rel = locks.ROOT / lock.path, lock.path
+            lock_file, lock_rel = paths.ROOT / lock.path, lock.path
             py_mm = ".".join(plan.python_version.split(".")[:2])
             if lock.python and version_tuple(lock.python) != version_tuple(py_mm):
                 raise locks.LockError(f"{lock.path} was resolved for Python {lock.python}, the plan uses {py_mm}",
@@ -200,10 +201,10 @@ def quick_check(settings, home: Path) -> Optional[StepResult]:
     if stamp is None:
         return None
     try:
-        path = condaenv.require_lockfile(profile.name) if settings.conda else locks.ROOT / locks.load(profile).path
+        path = condaenv.require_lockfile(profile.name) if settings.conda else paths.ROOT / locks.load(profile).path
     except locks.LockError:
         return None
-    wanted = Wanted("conda" if settings.conda else "pip", str(path.relative_to(locks.ROOT)),
+    wanted = Wanted("conda" if settings.conda else "pip", str(path.relative_to(paths.ROOT)),
                     hashlib.sha256(path.read_bytes()).hexdigest(), profile.name, stamp.python)
     if prefix_state(prefix, wanted) != "up-to-date":
         return None
