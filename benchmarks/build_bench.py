@@ -19,8 +19,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from dpdeploy import paths  # noqa: E402
-from dpdeploy.build import wheels as builder, cache as wheelcache
-from dpdeploy.plan import matrix as matrix_mod
+from dpdeploy.build import cache as wheelcache  # noqa: E402
+from dpdeploy.build import wheels as builder  # noqa: E402
+from dpdeploy.plan import matrix as matrix_mod  # noqa: E402
 from dpdeploy.host import probe  # noqa: E402
 from dpdeploy.plan.resolve import resolve  # noqa: E402
 from dpdeploy.plan.settings import resolve as resolve_settings  # noqa: E402

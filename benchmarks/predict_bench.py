@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from dpdeploy.plan import matrix as matrix_mod  # noqa: E402
-from dpdeploy.inference import predict, samples
+from dpdeploy.inference import predict, samples  # noqa: E402
 from dpdeploy import runner  # noqa: E402
 from dpdeploy.inenv.synthetic import cache_name  # noqa: E402
 

@@ -156,7 +156,8 @@ def test_build_command_lines():
     assert containers.build_argv(Engine("docker", "docker"), REQ) == ["docker", "buildx", "build", "--load", *common]
     assert containers.build_argv(Engine("buildah", "buildah", "vfs", "", "chroot"), REQ) == [
         "buildah", "--storage-driver", "vfs", "bud", "--format", "docker", "--layers", "--isolation", "chroot", *common]
-    assert containers.build_argv(Engine("podman", "podman", "overlay", "/r", "chroot"), replace(REQ, target="", secrets={}))[:9] == [
+    podman = Engine("podman", "podman", "overlay", "/r", "chroot")
+    assert containers.build_argv(podman, replace(REQ, target="", secrets={}))[:9] == [
         "podman", "--storage-driver", "overlay", "--root", "/r", "build", "--format", "docker", "--isolation"]
 
 

@@ -106,7 +106,8 @@ def test_troubleshooting_doc_is_generated_and_current():
     doc = ROOT / "docs" / "troubleshooting.md"
     assert doc.read_text() == render_markdown(), (
         "docs/troubleshooting.md is stale: regenerate it with "
-        "python -c 'from dpdeploy.diagnose.signatures import render_markdown; print(render_markdown(), end=\"\")' > docs/troubleshooting.md")
+        "python -c 'from dpdeploy.diagnose.signatures import render_markdown; "
+        "print(render_markdown(), end=\"\")' > docs/troubleshooting.md")
     for sid in IDS:
         assert f"## {sid}" in doc.read_text()
 

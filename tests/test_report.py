@@ -60,7 +60,7 @@ def test_terminal_screenshot_shows_the_command(report):
     assert re.search(r"<tspan[^>]*>\$ </tspan><tspan[^>]*>" + re.escape(command) + "<", svg)
     png = Image.open(out / "terminal.png")
     assert _non_blank(png)
-    widest = max(len(l) for l in (SETUP / "terminal.log").read_text().splitlines())
+    widest = max(len(line) for line in (SETUP / "terminal.log").read_text().splitlines())
     assert png.width >= min(widest, 100) * 12, "about 8 px per column at 13 px x2"
     # the dark terminal background dominates
     assert ImageStat.Stat(png.convert("L")).median[0] < 60

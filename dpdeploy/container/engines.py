@@ -102,7 +102,7 @@ def predict_args(req: RunRequest) -> tuple[list[str], list[str]]:
     """The volume flags and the task's arguments: ``invoke predict INPUTS --out /data/out``."""
     inside = [f"/data/in/{i}-{Path(p).name}" for i, p in enumerate(req.inputs)]
     volumes: list[str] = []
-    for host, path in zip(req.inputs, inside):
+    for host, path in zip(req.inputs, inside, strict=True):
         volumes += ["--volume", f"{host}:{path}:ro"]
     volumes += ["--volume", f"{req.out}:/data/out"]
     task = ["predict", ",".join(inside), "--out", "/data/out"]

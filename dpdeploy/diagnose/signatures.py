@@ -141,7 +141,8 @@ def render_markdown(signatures: Optional[Iterable[Signature]] = None) -> str:
     out = [
         "# Troubleshooting",
         "",
-        "<!-- Generated from dpdeploy/diagnose/signatures.yml by dpdeploy.diagnose.signatures.render_markdown(); do not edit. -->",
+        "<!-- Generated from dpdeploy/diagnose/signatures.yml by dpdeploy.diagnose.signatures.render_markdown(); "
+        "do not edit. -->",
         "",
         "`invoke doctor --log FILE` finds these in a build or run log and prints the cause and the",
         "next command. Each entry below is one known failure signature.",

@@ -113,7 +113,7 @@ def write(setup_run: Optional[Path], predict_run: Optional[Path], out: Path, for
         buf = io.BytesIO()
         with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
             for name in sorted(files):
-                if name == "report.pdf" or name.startswith("images/") or name.startswith("terminal."):
+                if name == "report.pdf" or name.startswith(("images/", "terminal.")):
                     z.writestr(f"densepose-report/{name}", files[name])
         result.files.append(atomic_write_bytes(out / "report.zip", buf.getvalue()))
     return result

@@ -95,7 +95,7 @@ def render(doc: Document, src: Callable[[object], str], terminal_src: Optional[s
         if ph.error:
             h.append(f"<pre>{escape(ph.error)}</pre>")
         h.append('<div class="grid">')
-        for vis, caption, path in ph.figures:
+        for _, caption, path in ph.figures:
             h.append(f'<figure><img src="{src(path)}" alt="{escape(caption)}">'
                      f"<figcaption>{escape(caption)}</figcaption></figure>")
         h.append("</div>")

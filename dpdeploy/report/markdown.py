@@ -17,7 +17,8 @@ def _cell(text: str) -> str:
 def render(doc: Document, src: Callable[[object], str], terminal_src: str | None) -> str:
     out = [f"# {doc.title}", "", f"Generated {doc.generated}.", "", f"**Status: {doc.headline}**", ""]
     for f in doc.failures:
-        out += [f"- **{f.message}**"] + (["", "  ```text", *("  " + l for l in f.output.splitlines()), "  ```"] if f.output else [])
+        quoted = ["", "  ```text", *("  " + line for line in f.output.splitlines()), "  ```"] if f.output else []
+        out += [f"- **{f.message}**", *quoted]
     out += [f"> {n}" for n in doc.notes] + [""] if doc.notes else []
 
     out += ["## 1. Procedure", "",

@@ -167,7 +167,8 @@ def _photo(photo: Photo, entry: dict) -> PhotoSection:
     if "instances" in r or "scores" in r:
         scores = r.get("scores") or [i.get("score") for i in r.get("instances", []) if isinstance(i, dict)]
         count = r.get("instances") if isinstance(r.get("instances"), int) else len(scores)
-        facts.append(("people detected", f"{count}" + (f" (scores {', '.join(f'{s:.2f}' for s in scores if s is not None)})" if scores else "")))
+        shown = ", ".join(f"{s:.2f}" for s in scores if s is not None)
+        facts.append(("people detected", f"{count}" + (f" (scores {shown})" if scores else "")))
     for k, v in (r.get("timings") or entry.get("timings") or {}).items():
         facts.append((k, f"{v:.2f} s" if isinstance(v, (int, float)) else str(v)))
     for note in r.get("notes", []):

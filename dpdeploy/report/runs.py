@@ -111,9 +111,9 @@ def read_junit(path: Path) -> list[Suite]:
                     message = message[0] if message else ""
                     break
             cases.append((name, status, message))
-        count = lambda attr: int(s.get(attr, 0) or 0)  # noqa: E731
-        out.append(Suite(s.get("name", path.stem), count("tests") or len(cases), count("failures"),
-                         count("errors"), count("skipped"), float(s.get("time", 0) or 0), cases))
+        counts = {attr: int(s.get(attr, 0) or 0) for attr in ("tests", "failures", "errors", "skipped")}
+        out.append(Suite(s.get("name", path.stem), counts["tests"] or len(cases), counts["failures"],
+                         counts["errors"], counts["skipped"], float(s.get("time", 0) or 0), cases))
     return out
 
 

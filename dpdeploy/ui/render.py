@@ -37,7 +37,8 @@ def _rows(rows: Iterable[tuple[str, str]]) -> str:
 def facts_text(f: Facts) -> str:
     gib = lambda mib: f"{mib / 1024:.1f} GiB"  # noqa: E731
     if f.cuda:
-        cuda = f"{f.cuda.nvcc.version} at {f.cuda.home}" + ("" if f.cuda.has_library_headers else " (no library headers: cusparse.h missing)")
+        headers = "" if f.cuda.has_library_headers else " (no library headers: cusparse.h missing)"
+        cuda = f"{f.cuda.nvcc.version} at {f.cuda.home}{headers}"
     else:
         cuda = "not found"
     if f.gpus:
