@@ -64,7 +64,10 @@ def test_bad_facts_file_is_a_clear_error(tmp_path):
 def test_setup_dry_changes_nothing(tmp_path):
     proc = invoke("setup", "--dry", "--facts", str(FIXTURES / "facts" / "nogpu.json"),
                   env={"DPDEPLOY_HOME": str(tmp_path)}, check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "Plan" in proc.stdout and "==> env" in proc.stdout
+    assert all(f"==> {step}" in proc.stdout for step in ("env", "build", "weights", "smoke", "report"))
+    assert proc.stdout.count("    planned (") == 5, proc.stdout
     assert not any(Path(tmp_path).iterdir()), "a dry run must not write state"
 
 
