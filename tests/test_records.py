@@ -5,6 +5,7 @@ pip and the C++ compile stand in) run through the real pipeline; the doctor's ch
 ``invoke verify``'s drift checks, the versions table and the report then read them.
 """
 import json
+import time
 
 import pytest
 
@@ -108,3 +109,18 @@ def test_interrupted_run_is_recorded_as_such(matrix, tmp_path, monkeypatch):
         pipeline.run(ctx.facts, ctx.plan, ctx.settings, matrix, only=("env",), echo=lambda line: None)
     [folder] = (tmp_path / "home" / "runs").iterdir()
     assert run.read_result(folder).status == "interrupted"
+
+
+def test_a_no_op_setup_points_at_the_report_that_documents_it(matrix, tmp_path, monkeypatch):
+    ctx, _ = deploy(matrix, tmp_path, monkeypatch, profile="cpu")
+    steps = ("env", "build", "report")
+    first = pipeline.run(ctx.facts, ctx.plan, ctx.settings, matrix, only=steps, echo=lambda line: None)
+    assert [s.status for s in first.steps] == ["up-to-date", "up-to-date", "done"]
+    time.sleep(1.1)   # run ids are per second
+    again = pipeline.run(ctx.facts, ctx.plan, ctx.settings, matrix, only=steps, echo=lambda line: None)
+    assert again.steps[-1].status == "up-to-date" and first.record.id in again.steps[-1].output
+    time.sleep(1.1)
+    run.RunRecord.create(ctx.plan.home, "predict")   # a newer predict run: the document changes
+    time.sleep(1.1)
+    third = pipeline.run(ctx.facts, ctx.plan, ctx.settings, matrix, only=steps, echo=lambda line: None)
+    assert third.steps[-1].status == "done"
