@@ -120,3 +120,13 @@ def test_bad_values_are_one_line_exit_2(tmp_path):
     bad.write_text(json.dumps(facts))
     refused_in_one_line(invoke("plan", "--facts", str(bad), env=env, check=False),
                         "pythons must be a list, got str")
+
+
+def test_setup_only_refuses_an_unknown_step_and_plan_records_the_plan_only(tmp_path):
+    facts = str(FIXTURES / "facts" / "nogpu.json")
+    bad = invoke("setup", "--only", "env,biuld", "--facts", facts, env={"DPDEPLOY_HOME": str(tmp_path)}, check=False)
+    assert bad.returncode == 2 and "unknown step biuld" in bad.stderr and not any(tmp_path.iterdir())
+    done = invoke("setup", "--only", "plan", "--json", "--facts", facts, env={"DPDEPLOY_HOME": str(tmp_path)}, check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+    [run] = (tmp_path / "runs").iterdir()
+    assert json.loads(done.stdout)["steps"] == [] and (run / "plan.json").is_file()

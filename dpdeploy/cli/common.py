@@ -46,12 +46,17 @@ def load_matrix(s: Settings) -> Matrix:
     return matrix_mod.load(s.matrix)
 
 
+PLAN_ONLY = "plan"   # `--only plan`: a run that records facts and plan and runs no step (the Ansible role's first look)
+
+
 def step_names(only: str) -> tuple[str, ...]:
-    """`--only env,build` as step names; an unknown name is refused before anything runs."""
+    """`--only env,build` as step names (`plan` alone: record the facts and plan, run no step); an
+    unknown name is refused before anything runs."""
     names = tuple(n.strip() for n in only.split(",") if n.strip())
-    unknown = sorted(set(names) - set(STEP_NAMES))
+    unknown = sorted(set(names) - {*STEP_NAMES, PLAN_ONLY})
     if unknown:
-        raise SettingsError(f"--only {only}: unknown step {', '.join(unknown)}; the steps are {', '.join(STEP_NAMES)}")
+        raise SettingsError(f"--only {only}: unknown step {', '.join(unknown)}; the steps are {', '.join(STEP_NAMES)} "
+                            f"(or {PLAN_ONLY}: the plan only)")
     return names
 
 

@@ -14,7 +14,7 @@ from dpdeploy.ui import render
 @task(help={
     **PLAN_HELP,
     "dry": "Print the plan and the steps, change nothing.",
-    "only": "Run only these steps (comma-separated, e.g. env,build).",
+    "only": "Run only these steps (comma-separated, e.g. env,build); `plan` records the facts and plan only.",
     "source": "detectron2 source for the build step: git URL, local repo/checkout, archive or directory.",
     "allow_unpinned": "Build a source whose commit is not the matrix's pin (recorded loudly).",
     "force_smoke": "Run the smoke tests even when they already passed on this env, build and weights.",
@@ -26,6 +26,7 @@ def setup(c, dry: bool = False, json: bool = False, facts: str = "", profile: st
     with common.user_errors(json):
         s = common.settings(c, facts=facts, profile=profile, arch_list=arch_list, prefix=prefix, max_jobs=max_jobs,
                             source=source, allow_unpinned=allow_unpinned or None, force_smoke=force_smoke or None)
+        steps = common.step_names(only)
         found, resolved = common.plan(s)
         record = None if dry else RunRecord.create(resolved.home, "setup")
         tee = capture(record.folder, command_line()) if record else contextlib.nullcontext()
@@ -33,7 +34,7 @@ def setup(c, dry: bool = False, json: bool = False, facts: str = "", profile: st
             if not json:
                 print(render.plan_text(resolved) + "\n")
             echo = (lambda line: None) if json else print
-            result = pipeline.run(found, resolved, s, common.load_matrix(s), only=common.step_names(only),
+            result = pipeline.run(found, resolved, s, common.load_matrix(s), only=steps,
                                   dry=dry, echo=echo, record=record)
             if json:
                 print(render.to_json(result))
