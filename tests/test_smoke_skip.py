@@ -47,3 +47,19 @@ def test_a_changed_build_or_force_smoke_runs_the_suite(matrix, tmp_path, monkeyp
     stamp = build_stamp.read(ctx.plan.prefix)
     build_stamp.write(ctx.plan.prefix, stamp.__class__(**{**stamp.__dict__, "key": "rebuilt"}))
     assert smoke_step.run(ctx).status == "done" and ran == [1, 1]
+
+
+def test_a_read_only_env_still_passes_its_smoke(matrix, tmp_path, monkeypatch):
+    """A container's non-root user cannot write into the env: the suite passes, the pass is not kept."""
+    make_env(matrix, tmp_path, monkeypatch, profile="cpu")
+    make_build(matrix, tmp_path, monkeypatch, profile="cpu")
+    ctx, _ = context(matrix, tmp_path, profile="cpu")
+
+    def read_only(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(smoke.smoke_pass, "write", read_only)
+    lines = []
+    result = smoke.run_smoke(ctx.plan, matrix, record=RunRecord.create(ctx.plan.home, "smoke"), stream=passing_suite,
+                             run=lambda argv, **k: Completed(tuple(argv), 0, "", ""), echo=lines.append)
+    assert result.ok and any("the pass is not recorded" in line for line in lines)
