@@ -321,8 +321,8 @@ def _fetch_once(url: str, part: Path, timeout: float, spec: ModelSpec, progress:
         try:
             with open(part, mode) as out:
                 while True:
-                    try:
-                        block = response.read(CHUNK)
+                    try:   # read1: what has arrived, so a stall later loses none of it
+                        block = response.read1(CHUNK)
                     except (socket.timeout, TimeoutError) as exc:
                         raise _network_error(exc, url, spec, timeout) from None
                     except (http.client.IncompleteRead, ConnectionError):
