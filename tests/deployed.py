@@ -1,14 +1,21 @@
 """Records made by the real producing steps, for the tests of their consumers.
 
 The env step runs for real with pip standing in (``FakeStream`` writes what the lock would
-install: bin/python and torch's and torchvision's version files); the build step runs for real
+install: torch's and torchvision's version files, and a ``bin/python`` that answers the one
+question the env step and ``invoke verify`` ask it, the installed distributions, with what
+was "installed"); the build step runs for real
 with the compile, install and in-env verification standing in (they need a C++ build of
 detectron2: ``tests/test_build_detectron2.py`` does that part for real from the shared source).
 Everything else (stamps, keys, the wheel cache, the run record) is the shipped code.
 """
 from __future__ import annotations
 
+import json
+import sys
 from pathlib import Path
+
+from dpdeploy.diagnose.drift import applicable, installed
+from dpdeploy.envs.lockfile import parse_lock
 
 from dpdeploy.build.verification import Verification
 from dpdeploy.plan.resolve import resolve
@@ -22,6 +29,36 @@ from .conftest import facts_fixture
 
 PIN = "02b5c4e295e990042a714712c21dc79b731e8833"
 TORCH_VERSION_PY = "__version__ = '{torch}'\ncuda: Optional[str] = {cuda}\n"
+# The fake env's interpreter: lists the "installed" distributions (drift.LIST_SCRIPT), else fails.
+FAKE_PYTHON = """#!/bin/sh
+case "$2" in *importlib.metadata*) cat "$(dirname "$0")/../fake-listing.json";; *) exit 1;; esac
+"""
+LISTING = "fake-listing.json"
+
+
+def host_marker_env() -> dict:
+    """This interpreter's PEP 508 environment (the fake env runs on this host)."""
+    return installed(str(Path(sys.executable).parent.parent)).marker_env
+
+
+def fake_install(prefix: Path, requirements: Path) -> None:
+    """What ``pip install -r requirements`` leaves in the fake env's listing."""
+    listing = prefix / LISTING
+    data = json.loads(listing.read_text()) if listing.exists() else {"env": host_marker_env(), "dists": []}
+    pins = applicable(parse_lock(requirements.read_text(), str(requirements)), data["env"])
+    dists = {n: v for n, v in data["dists"] if n not in pins}
+    dists |= {n: sorted(v)[0] for n, v in pins.items() if v}
+    data["dists"] = sorted(dists.items())
+    listing.write_text(json.dumps(data))
+
+
+def drift(prefix: Path, name: str, version: str | None) -> None:
+    """`pip install name==version` (None: uninstall) by hand in the fake env."""
+    listing = prefix / LISTING
+    data = json.loads(listing.read_text())
+    dists = {n: v for n, v in data["dists"] if n != name} | ({name: version} if version else {})
+    data["dists"] = sorted(dists.items())
+    listing.write_text(json.dumps(data))
 
 
 def context(matrix, tmp_path: Path, dry: bool = False, facts: str = "nogpu", **values):
@@ -39,6 +76,7 @@ class FakeStream:
     def __init__(self, rc: int = 0, fail_on: str = "pip", torch: str = "2.14.1+cu130", cuda: str = "13.0",
                  torchvision: str = "0.29.1"):
         self.calls: list[list[str]] = []
+        self.requirements: list[str] = []   # the text of each -r file pip was given
         self.rc, self.fail_on, self.torch, self.cuda, self.torchvision = rc, fail_on, torch, cuda, torchvision
 
     def __call__(self, argv, log_path, env=None, echo=print, cwd=None):
@@ -47,10 +85,14 @@ class FakeStream:
             prefix = Path(argv[-1])
             assert (prefix / env_step.MARKER).is_file(), "the marker must be written before the venv"
             (prefix / "bin").mkdir(parents=True, exist_ok=True)
-            (prefix / "bin" / "python").write_text("")
+            (prefix / "bin" / "python").write_text(FAKE_PYTHON)
+            (prefix / "bin" / "python").chmod(0o755)
+        if "-r" in argv:
+            self.requirements.append(Path(argv[argv.index("-r") + 1]).read_text())
         if self.fail_on in argv and self.rc:
             return self.rc
         if "pip" in argv:
+            fake_install(Path(argv[0]).parent.parent, Path(argv[argv.index("-r") + 1]))
             site = Path(argv[0]).parent.parent / "lib" / "python3.11" / "site-packages"
             (site / "torch").mkdir(parents=True, exist_ok=True)
             cuda = f"'{self.cuda}'" if self.cuda else "None"

@@ -12,7 +12,7 @@ LAYERS = {
     0: {"base"},                          # runner (the one module that runs commands), fsutil, paths
     1: {"host", "inenv", "fleet"},        # facts + probe; code run inside the env; the Ansible driver
     2: {"plan", "records"},               # matrix, settings, rules; the on-disk records
-    3: {"envs"},                          # locks and envs
+    3: {"envs", "state"},                 # locks and envs; the state root's lock and debris
     4: {"build", "diagnose"},             # the build; live checks, log signatures, drift
     5: {"inference", "container"},
     6: {"ui"},

@@ -140,3 +140,74 @@ def test_atomic_writes_honour_the_umask(tmp_path):
     finally:
         os.umask(old)
     assert path.stat().st_mode & 0o777 == 0o644
+
+
+def _done_env(matrix, prefix, monkeypatch):
+    fake = FakeStream()
+    monkeypatch.setattr(env_step, "stream", fake)
+    assert run_step("env", context(matrix, prefix)[0]).status == "done"
+    return fake
+
+
+def test_drift_is_found_from_the_installed_packages_and_repaired_in_place(matrix, tmp_path, monkeypatch):
+    """`pip install numpy==2.1.3` in the env: the stamp still matches, the packages do not. The env
+    step (and `invoke env`'s quick check) must see it, reinstall only that pin hash-checked from the
+    lock's own entry, and then agree with `invoke verify`."""
+    from dpdeploy.diagnose.drift import packages_checks
+    from dpdeploy.records import smoke_pass
+    from .deployed import drift
+
+    prefix = tmp_path / "env"
+    fake = _done_env(matrix, prefix, monkeypatch)
+    smoke_pass.write(prefix, smoke_pass.SmokePass("f", "run-1", "j.xml", "5 passed", "now"))
+    lock = ROOT / "env/locks/cu130.txt"
+    drift(prefix, "numpy", "2.1.3")
+    [before] = [c for c in packages_checks(str(prefix), lock) if c.name == "packages"]
+    assert before.status == "fail" and any("numpy: installed 2.1.3" in d for d in before.details)
+    s = settings({"profile": "cu130", "prefix": str(prefix)}, env={})
+    assert env_step.quick_check(s, tmp_path) is None          # not "up-to-date" from the stamp alone
+
+    repaired = run_step("env", context(matrix, prefix)[0])
+    assert repaired.status == "done" and "repaired 1 drifted pin" in repaired.output, repaired.output
+    argv = fake.calls[-1]
+    assert argv[:8] == [str(prefix / "bin/python"), "-m", "pip", "install", "--require-hashes", "--no-deps",
+                        "--force-reinstall", "--progress-bar"]
+    wanted = fake.requirements[-1]
+    assert wanted.startswith("numpy==2.2.6") and "--hash=sha256:" in wanted and wanted.count("==") == 1
+    assert not (prefix / ".dpdeploy-repair.txt").exists()
+    assert smoke_pass.read(prefix) is None                    # what the last smoke pass confirmed no longer holds
+    [after] = [c for c in packages_checks(str(prefix), lock) if c.name == "packages"]
+    assert after.status == "ok", after.details
+    assert env_step.quick_check(s, tmp_path).status == "up-to-date"
+    calls = len(fake.calls)
+    assert run_step("env", context(matrix, prefix)[0]).status == "up-to-date" and len(fake.calls) == calls
+
+
+def test_a_removed_package_is_reinstalled_and_force_recreates(matrix, tmp_path, monkeypatch):
+    from .deployed import drift
+
+    prefix = tmp_path / "env"
+    fake = _done_env(matrix, prefix, monkeypatch)
+    drift(prefix, "pyyaml", None)
+    planned = run_step("env", context(matrix, prefix, dry=True)[0])
+    assert planned.status == "planned" and "pyyaml: locked" in planned.output and "not installed" in planned.output
+    assert run_step("env", context(matrix, prefix)[0]).status == "done"
+    assert fake.requirements[-1].startswith("pyyaml==")
+    forced = run_step("env", context(matrix, prefix, force_env=True)[0])
+    assert forced.status == "done" and fake.calls[-2] == [forced_python(matrix, prefix), "-m", "venv", str(prefix)]
+
+
+def forced_python(matrix, prefix):
+    return context(matrix, prefix)[0].plan.python
+
+
+def test_a_failed_repair_says_so_and_points_at_force(matrix, tmp_path, monkeypatch):
+    from .deployed import drift
+
+    prefix = tmp_path / "env"
+    _done_env(matrix, prefix, monkeypatch)
+    drift(prefix, "numpy", "2.1.3")
+    monkeypatch.setattr(env_step, "stream", FakeStream(rc=1, fail_on="--force-reinstall"))
+    failed = run_step("env", context(matrix, prefix)[0])
+    assert failed.status == "failed" and "numpy: installed 2.1.3" in failed.output
+    assert "invoke env --force" in failed.output

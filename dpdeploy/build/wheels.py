@@ -18,6 +18,7 @@ from dpdeploy import runner
 from dpdeploy.build import toolchain
 from dpdeploy.fsutil import replace_tree
 from dpdeploy.plan.resolve import Plan
+from dpdeploy.state import debris
 
 # DensePose's model configs inside the env (its wheel does not carry them): predict and the
 # smoke tests find them there when the env travels without the source (a container image).
@@ -48,14 +49,18 @@ def _progress(echo: Callable[[str], None]) -> Callable[[str], None]:
 
 
 def build_wheels(source: Path, projects: Sequence[Project], python: str, env: Mapping[str, str],
-                 out: Path, log: Path, echo: Callable[[str], None] = lambda line: None) -> list[Path]:
-    """Copy ``source`` to a private temp tree, ``pip wheel`` each project into ``out``.
+                 out: Path, log: Path, echo: Callable[[str], None] = lambda line: None,
+                 tmp_root: Path | None = None) -> list[Path]:
+    """Copy ``source`` to a private temp tree (in ``tmp_root``: the state root's, which the next
+    run sweeps if this one is killed), ``pip wheel`` each project into ``out``.
 
     The copy keeps the source pristine (detectron2's setup.py writes a symlink and build/
     into its tree) and every build starts clean.
     """
     log.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="dpdeploy-build-") as tmp:
+    if tmp_root is not None:
+        tmp_root.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="dpdeploy-build-", dir=tmp_root) as tmp:
         tree = Path(tmp) / "src"
         shutil.copytree(source, tree, symlinks=True, ignore=shutil.ignore_patterns(".git"))
         for project in projects:
@@ -105,7 +110,7 @@ def compile_env(plan: Plan, home: Path, base: Mapping[str, str] = os.environ) ->
         cc, cxx = toolchain.ccache_wrappers(ccache, plan.toolchain.cc, plan.toolchain.cxx, home / "cache" / "ccache-bin")
     env = toolchain.compile_env(plan, base, cc, cxx)
     if ccache:
-        env["CCACHE_BASEDIR"] = tempfile.gettempdir()  # builds run in temp copies: hash relative paths
+        env["CCACHE_BASEDIR"] = str(debris.tmp_root(home))  # builds run in temp copies: hash relative paths
     return env
 
 
@@ -115,4 +120,5 @@ def compile_wheels(plan: Plan, tree: Path, parts: Sequence[Project], out: Path, 
     if plan.force_cuda and plan.toolchain.cuda_source == "pypi":
         toolchain.assemble_cuda_home(plan.prefix, plan.toolchain.cuda_home)
     env = compile_env(plan, Path(plan.home))
-    return build_wheels(tree, parts, str(Path(plan.prefix) / "bin" / "python"), env, out, log, echo)
+    return build_wheels(tree, parts, str(Path(plan.prefix) / "bin" / "python"), env, out, log, echo,
+                        debris.tmp_root(plan.home))

@@ -14,16 +14,19 @@ from dpdeploy.ui import render
     "allow_unpinned": "Build a source whose commit is not the matrix's pin (recorded as unpinned).",
     "dry": "Print what would be built, change nothing.",
     "json": "Print the step result as JSON.",
+    "no_wait": common.NO_WAIT_HELP,
 })
 def build(c, source: str = "", allow_unpinned: bool = False, dry: bool = False, json: bool = False,
-          facts: str = "", profile: str = "", arch_list: str = "", prefix: str = "", max_jobs: int = 0) -> None:
+          facts: str = "", profile: str = "", arch_list: str = "", prefix: str = "", max_jobs: int = 0,
+          no_wait: bool = False) -> None:
     """Build and verify detectron2 + DensePose wheels for the planned GPUs (cached)."""
     with common.user_errors(json):
         s = common.settings(c, source=source, allow_unpinned=allow_unpinned or None, facts=facts, profile=profile,
                             arch_list=arch_list, prefix=prefix, max_jobs=max_jobs)
         found, resolved = common.plan(s)
-        done = pipeline.run(found, resolved, s, common.load_matrix(s), kind="build", only=("build",), dry=dry,
-                            echo=(lambda line: None) if json else print)
+        with common.state_lock(s, no_wait=no_wait, dry=dry, quiet=json):
+            done = pipeline.run(found, resolved, s, common.load_matrix(s), kind="build", only=("build",), dry=dry,
+                                echo=(lambda line: None) if json else print)
     [result] = done.steps
     if json:
         print(render.to_json(result))

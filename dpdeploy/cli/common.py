@@ -16,8 +16,11 @@ from dpdeploy.plan.resolve import STEP_NAMES, Plan, PlanError, resolve
 from dpdeploy.inference.predict import PredictError
 from dpdeploy.host.probe import load_nvml, probe
 from dpdeploy.plan.settings import Settings, SettingsError, check_project_file, resolve as resolve_settings
+from dpdeploy.records.terminal import command_line
+from dpdeploy.state.lock import Busy, Interrupted, hold
 
-USER_ERRORS = (MatrixError, FactsError, SettingsError, PlanError, LockError, PredictError)
+USER_ERRORS = (MatrixError, FactsError, SettingsError, PlanError, LockError, PredictError, Busy)
+NO_WAIT_HELP = "When another command holds the state root, exit 2 at once (default: wait for it)."
 
 
 def settings(c, **flags: Any) -> Settings:
@@ -77,3 +80,21 @@ def user_errors(as_json: bool = False) -> Iterator[None]:
         else:
             print(render.error_text(err), file=sys.stderr)
         raise Exit(code=2) from None
+
+
+@contextlib.contextmanager
+def state_lock(s: Settings, *, no_wait: bool = False, dry: bool = False, quiet: bool = False) -> Iterator[None]:
+    """Hold the state root for a command that changes it (a dry run changes nothing: no lock);
+    Ctrl-C, SIGTERM and SIGHUP end it with one line and exit 130 / 128+N, never a traceback."""
+    if dry:
+        yield
+        return
+    echo = (lambda line: print(line, file=sys.stderr)) if quiet else print
+    try:
+        with hold(s.home_path, command_line(), wait=not no_wait, echo=echo):
+            yield
+    except (KeyboardInterrupt, Interrupted) as exc:
+        why = str(exc) if isinstance(exc, Interrupted) else "interrupted by SIGINT (Ctrl-C)"
+        print(f"{command_line()}: {why}; its children were ended and its temp folders removed; the run record "
+              "says interrupted; next: run it again (finished steps are not redone)", file=sys.stderr)
+        raise Exit(code=exc.code if isinstance(exc, Interrupted) else 130) from None

@@ -17,18 +17,23 @@ from dpdeploy.ui import render
     "python": "Interpreter for the env (default: the plan's).",
     "facts": "Plan for a recorded facts JSON file instead of probing this host.",
     "conda": "Install env/conda-lock-<profile>.yml with `conda-lock install` instead of the pip lock.",
+    "force": "Remove and recreate the env (default: repair drifted pins in place, hash-checked from the lock).",
+    "no_wait": common.NO_WAIT_HELP,
 })
 def env(c, dry: bool = False, json: bool = False, profile: str = "", prefix: str = "", python: str = "",
-        facts: str = "", conda: bool = False) -> None:
-    """Create the locked DensePose environment (a no-op when it is up to date)."""
+        facts: str = "", conda: bool = False, force: bool = False, no_wait: bool = False) -> None:
+    """Create the locked DensePose environment, or repair the pins that drifted from its lock
+    (a no-op when it matches the lock)."""
     start = time.monotonic()
     with common.user_errors(json):
-        s = common.settings(c, profile=profile, prefix=prefix, python=python, facts=facts, conda=conda)
+        s = common.settings(c, profile=profile, prefix=prefix, python=python, facts=facts, conda=conda,
+                            force_env=force or None)
         result = None if facts else quick_check(s, s.home_path)
         if result is None:
             found, plan = common.plan(s)
-            done = pipeline.run(found, plan, s, common.load_matrix(s), kind="env", only=("env",), dry=dry,
-                                echo=(lambda line: None) if json else print)
+            with common.state_lock(s, no_wait=no_wait, dry=dry, quiet=json):
+                done = pipeline.run(found, plan, s, common.load_matrix(s), kind="env", only=("env",), dry=dry,
+                                    echo=(lambda line: None) if json else print)
             [result] = done.steps
         result.duration_s = round(time.monotonic() - start, 3)
     if json:

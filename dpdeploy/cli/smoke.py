@@ -17,17 +17,19 @@ from dpdeploy.cli.plan import PLAN_HELP
     "facts": PLAN_HELP["facts"],
     "profile": PLAN_HELP["profile"],
     "prefix": PLAN_HELP["prefix"],
+    "no_wait": common.NO_WAIT_HELP,
 })
 def smoke(c, junit: str = "", model: str = "", pytest_args: str = "", json: bool = False, facts: str = "",
-          profile: str = "", prefix: str = "") -> None:
+          profile: str = "", prefix: str = "", no_wait: bool = False) -> None:
     """Run the smoke tests in the deployed env: versions, GPU, _C archs, DensePose on sample photos."""
     with common.user_errors(json):
         s = common.settings(c, facts=facts, profile=profile, prefix=prefix)
         _, plan = common.plan(s)
         matrix = common.load_matrix(s)
     try:
-        result = run_smoke(plan, matrix, model, junit or None, tuple(pytest_args.split()),
-                           echo=(lambda line: None) if json else print)
+        with common.user_errors(json), common.state_lock(s, no_wait=no_wait, quiet=json):
+            result = run_smoke(plan, matrix, model, junit or None, tuple(pytest_args.split()),
+                               echo=(lambda line: None) if json else print)
     except SmokeError as err:
         print(render.to_json({"error": str(err)}) if json else render.error_text(err),
               file=sys.stdout if json else sys.stderr)

@@ -35,16 +35,18 @@ def _text(got: w.Fetched, spec: w.ModelSpec) -> str:
                           "is recorded in the cache manifest as trust-on-first-use (default: the "
                           "trust_on_first_use setting, off).",
     "json": "Print the result (or the error) as JSON.",
+    "no_wait": common.NO_WAIT_HELP,
 })
 def weights(c, model: str = "", from_: str = "", timeout: int = 0, trust_on_first_use: bool = False,
-            json: bool = False) -> None:
+            json: bool = False, no_wait: bool = False) -> None:
     """Fetch checksum-verified DensePose weights into the cache (resumes, reuses, imports)."""
     with common.user_errors(json):
         s = common.settings(c, weights_from=from_, weights_timeout=timeout, trust_on_first_use=trust_on_first_use)
         matrix = common.load_matrix(s)
     try:
         spec = w.ModelSpec.from_matrix(matrix, model)
-        with transfer_bar(spec.name, enabled=not json) as progress:
+        with common.user_errors(json), common.state_lock(s, no_wait=no_wait, quiet=json), \
+                transfer_bar(spec.name, enabled=not json) as progress:
             got = w.fetch(s.home_path, spec, s.weights_from, s.weights_timeout, progress, s.trust_on_first_use)
     except w.WeightsError as err:
         print(render.to_json(err.to_dict()) if json else render.error_text(err),

@@ -92,26 +92,45 @@ def compare(locked: dict[str, frozenset[str]], present: list[tuple[str, str]]) -
     return diffs, extras
 
 
+@dataclass(frozen=True)
+class PackageDrift:
+    """The env against its lock: what ``invoke verify`` reports and ``invoke env`` repairs."""
+
+    locked: int                  # pins that apply in this env
+    diffs: list[str]             # one line per pin missing or at another version
+    names: frozenset[str]        # those pins' names: what a repair reinstalls
+    extras: list[str]            # installed, not locked (reported, never removed)
+
+
+def package_drift(prefix: str, lock_text: str, lock_name: str, runner: Runner = run) -> Optional[PackageDrift]:
+    """Compare the env's distributions with the lock; None when the env cannot list them.
+    LockError when the lock cannot be parsed."""
+    listing = installed(prefix, runner)
+    if listing is None:
+        return None
+    locked = applicable(parse_lock(lock_text, lock_name), listing.marker_env)
+    diffs, extras = compare(locked, listing.dists)
+    return PackageDrift(len(locked), diffs, frozenset(d.split(":", 1)[0] for d in diffs), extras)
+
+
 def packages_checks(prefix: str, lock_path: Path, runner: Runner = run) -> list[Check]:
     if not lock_path.is_file():
         return [Check("packages", "fail", f"no lock file at {lock_path}",
                       "verify compares the env with its lock", "invoke lock")]
     try:
-        locked = parse_lock(lock_path.read_text(encoding="utf-8"), str(lock_path))
+        drift = package_drift(prefix, lock_path.read_text(encoding="utf-8"), str(lock_path), runner)
     except LockError as exc:
         return [Check("packages", "fail", exc.what, exc.why[0], exc.next_steps[0])]
-    listing = installed(prefix, runner)
-    if listing is None:
+    if drift is None:
         return [Check("packages", "fail", f"could not list the distributions in {prefix}",
                       f"{env_python(prefix)} failed to run importlib.metadata", "invoke env")]
-    locked = applicable(locked, listing.marker_env)
-    diffs, extras = compare(locked, listing.dists)
+    locked, diffs, extras = drift.locked, drift.diffs, drift.extras
     checks = [
-        Check("packages", "fail", f"{len(diffs)} of {len(locked)} locked packages differ from {lock_path.name}",
+        Check("packages", "fail", f"{len(diffs)} of {locked} locked packages differ from {lock_path.name}",
               "the env drifted from its lock (a package was upgraded, downgraded or removed)",
-              "invoke env", tuple(diffs))
+              "invoke env (it reinstalls the differing pins from the lock)", tuple(diffs))
         if diffs else
-        Check("packages", "ok", f"all {len(locked)} locked packages installed at their locked versions")
+        Check("packages", "ok", f"all {locked} locked packages installed at their locked versions")
     ]
     checks.append(
         Check("extra-packages", "warn", f"{len(extras)} installed packages are not in the lock",

@@ -40,6 +40,7 @@ DEFAULTS: dict[str, Any] = {
     "source": "",        # detectron2 source: URL, git repo/checkout, archive or dir; "" = the matrix's repo
     "allow_unpinned": False,  # build a detectron2 source whose commit is not the matrix's pin (recorded)
     "force_smoke": False,  # setup: run the smoke tests even when they passed on this env, build and weights
+    "force_env": False,  # env step: remove and recreate the env instead of repairing drifted pins in place
 }
 
 

@@ -8,6 +8,7 @@ run killed on the way is never mistaken for a finished one.
 from __future__ import annotations
 
 import json
+import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -50,10 +51,28 @@ class RunResult:
     ended: float = 0.0
     steps: list[str] = field(default_factory=list)   # the steps it ran, in order
     error: str = ""
+    pid: int = 0                   # the process that ran it (0: not recorded)
 
     @property
     def ok(self) -> bool:
         return self.status == "done"
+
+    @property
+    def effective_status(self) -> str:
+        """``status``, except that "running" whose process is gone is "interrupted" (kill -9)."""
+        return "interrupted" if self.status == "running" and not _alive(self.pid) else self.status
+
+
+def _alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 @dataclass
@@ -113,3 +132,18 @@ def read_steps(folder: str | Path) -> list[StepResult]:
 def read_result(folder: str | Path) -> RunResult | None:
     """How the run ended; None when it never wrote one; RecordError when damaged or outdated."""
     return schema.load(RunResult, Path(folder) / RESULT, RESULT_VERSION, "run result", "run the command again")
+
+
+def mark_interrupted(folder: str | Path, why: str) -> bool:
+    """Rewrite a dead run's "running" result as interrupted (ended: its last write); True if it did."""
+    folder = Path(folder)
+    try:
+        result = read_result(folder)
+    except schema.RecordError:
+        return False
+    if result is None or result.status != "running" or result.effective_status != "interrupted":
+        return False
+    last = max((p.stat().st_mtime for p in folder.rglob("*") if p.is_file()), default=result.started)
+    result.status, result.error, result.ended = "interrupted", why, last
+    RunRecord(folder).write_result(result)
+    return True

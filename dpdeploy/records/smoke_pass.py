@@ -30,6 +30,11 @@ def write(prefix: os.PathLike | str, record: SmokePass) -> Path:
     return schema.write(path(prefix), record, VERSION)
 
 
+def forget(prefix: os.PathLike | str) -> None:
+    """The env changed (a repair): what the last pass confirmed no longer holds."""
+    path(prefix).unlink(missing_ok=True)
+
+
 def read(prefix: os.PathLike | str) -> SmokePass | None:
     """The last pass; None when there is none; RecordError when damaged or outdated."""
     return schema.load(SmokePass, path(prefix), VERSION, "smoke record", "invoke smoke")

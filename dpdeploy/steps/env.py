@@ -16,14 +16,15 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from dpdeploy import paths
+from dpdeploy.diagnose.drift import PackageDrift, package_drift
 from dpdeploy.envs import conda as condaenv
 from dpdeploy.envs import lockfile as locks
 from dpdeploy.envs.site import EnvError, torch_info, torchvision_version
-from dpdeploy.fsutil import atomic_write_json
+from dpdeploy.fsutil import atomic_write_json, atomic_write_text
 from dpdeploy.host.network import Reach, reachable
 from dpdeploy.plan.matrix import load as load_matrix
 from dpdeploy.plan.matrix import version_tuple
-from dpdeploy.records import env_stamp
+from dpdeploy.records import env_stamp, smoke_pass
 from dpdeploy.records.env_stamp import EnvStamp
 from dpdeploy.records.run import StepResult
 from dpdeploy.records.schema import RecordError
@@ -101,10 +102,13 @@ def _tail(log: Path, lines: int = 25) -> str:
         return ""
 
 
+def _pip_install(prefix: Path, requirements: Path, *extra: str) -> list[str]:
+    return [str(prefix / "bin" / "python"), "-m", "pip", "install", "--require-hashes", "--no-deps", *extra,
+            "--progress-bar", "off", "--disable-pip-version-check", "-r", str(requirements)]
+
+
 def _pip_commands(python: str, prefix: Path, lock_file: Path) -> list[list[str]]:
-    return [[python, "-m", "venv", str(prefix)],
-            [str(prefix / "bin" / "python"), "-m", "pip", "install", "--require-hashes", "--no-deps",
-             "--progress-bar", "off", "--disable-pip-version-check", "-r", str(lock_file)]]
+    return [[python, "-m", "venv", str(prefix)], _pip_install(prefix, lock_file)]
 
 
 def run(ctx: StepContext, reach: Reach = reachable, which: Callable[[str], Optional[str]] = shutil.which) -> StepResult:
@@ -135,6 +139,17 @@ def run(ctx: StepContext, reach: Reach = reachable, which: Callable[[str], Optio
     wanted = Wanted("conda" if ctx.settings.conda else "pip", lock_rel,
                     hashlib.sha256(lock_file.read_bytes()).hexdigest(), profile.name, plan.python_version)
     state = prefix_state(prefix, wanted)
+    drift = None
+    if state == "up-to-date" and wanted.kind == "pip":
+        drift = package_drift(str(prefix), lock_file.read_text(encoding="utf-8"), lock_rel)
+        state = "ours" if drift is None else state   # its interpreter cannot even list packages: redo
+    if state == "up-to-date" and ctx.settings.force_env:
+        state = "ours"
+    if state == "up-to-date" and drift is not None and drift.diffs:
+        if ctx.dry:
+            return StepResult("env", "planned", command, output=f"would reinstall {len(drift.names)} drifted pin(s) "
+                              f"from {lock_rel}: {'; '.join(drift.diffs)}")
+        return _repair(ctx, prefix, lock_file, lock_rel, drift)
     if state == "up-to-date":
         return StepResult("env", "up-to-date", command, output=f"{prefix} matches {lock_rel}",
                           detail={"prefix": str(prefix), "lock_sha256": wanted.lock_sha256})
@@ -187,12 +202,41 @@ def _create(ctx: StepContext, prefix: Path, state: str, wanted: Wanted, commands
                       detail={"prefix": str(prefix), "log": str(log), **stamp.__dict__})
 
 
+def _repair(ctx: StepContext, prefix: Path, lock_file: Path, lock_rel: str, drift: PackageDrift) -> StepResult:
+    """Reinstall the drifted pins in place, hash-checked, from the lock's own entries."""
+    log = ctx.record.log_path("env") if ctx.record else prefix / LOG
+    log.parent.mkdir(parents=True, exist_ok=True)
+    subset = prefix / ".dpdeploy-repair.txt"
+    atomic_write_text(subset, locks.subset(lock_file.read_text(encoding="utf-8"), set(drift.names)))
+    argv = _pip_install(prefix, subset, "--force-reinstall")
+    command = " ".join(argv)
+    for line in drift.diffs:
+        ctx.echo(f"    drift: {line}")
+    ctx.echo(f"    $ {command}   (log: {log})")
+    smoke_pass.forget(prefix)
+    try:
+        rc = stream(argv, log_path=str(log), echo=_Progress(len(drift.names), ctx.echo),
+                    env={**os.environ, "PIP_NO_INPUT": "1"})
+    finally:
+        subset.unlink(missing_ok=True)
+    after = package_drift(str(prefix), lock_file.read_text(encoding="utf-8"), lock_rel)
+    if rc != 0 or after is None or after.diffs:
+        left = "; ".join(after.diffs) if after else "the env cannot list its packages"
+        return StepResult("env", "failed", command, output=f"repairing {len(drift.names)} drifted pin(s) failed "
+                          f"(pip exit {rc}; still: {left or 'none'}).\n  next: `invoke env --force` recreates the env "
+                          f"from {lock_rel}\n{_tail(log)}", detail={"log": str(log), "returncode": rc})
+    return StepResult("env", "done", command, output=f"repaired {len(drift.names)} drifted pin(s) in {prefix} from "
+                      f"{lock_rel}: {'; '.join(drift.diffs)}",
+                      detail={"prefix": str(prefix), "log": str(log), "repaired": sorted(drift.names)})
+
+
 def quick_check(settings, home: Path) -> Optional[StepResult]:
-    """Up to date without probing the host? Only when the profile is chosen and the stamp matches.
+    """Up to date without probing the host? Only when the profile is chosen, the stamp matches
+    and the installed packages match the lock (drift goes to the step, which repairs it).
 
     Probing can take seconds (pyenv shims); a finished env needs none of it to say so.
     """
-    if settings.profile == "auto" or settings.python:
+    if settings.profile == "auto" or settings.python or settings.force_env:
         return None
     matrix = load_matrix(settings.matrix)
     profile = matrix.profile(settings.profile)
@@ -208,5 +252,9 @@ def quick_check(settings, home: Path) -> Optional[StepResult]:
                     hashlib.sha256(path.read_bytes()).hexdigest(), profile.name, stamp.python)
     if prefix_state(prefix, wanted) != "up-to-date":
         return None
+    if not settings.conda:
+        drift = package_drift(str(prefix), path.read_text(encoding="utf-8"), wanted.lock)
+        if drift is None or drift.diffs:
+            return None
     return StepResult("env", "up-to-date", output=f"{prefix} matches {wanted.lock}",
                       detail={"prefix": str(prefix), "lock_sha256": wanted.lock_sha256})

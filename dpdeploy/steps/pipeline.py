@@ -3,6 +3,7 @@
 settings, steps.json, versions.json, result.json. Stops at the first failed step."""
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass, field
 from typing import Callable
@@ -52,7 +53,7 @@ def run(facts: Facts, plan: Plan, settings: Settings, matrix: Matrix, *, kind: s
         record = RunRecord.create(plan.home, kind)
     result = PipelineResult(plan, record)
     chosen = [s for s in plan.steps if not only or s.name in only]
-    outcome = RunResult(kind, "running", plan.profile, time.time(), steps=[s.name for s in chosen])
+    outcome = RunResult(kind, "running", plan.profile, time.time(), steps=[s.name for s in chosen], pid=os.getpid())
     if record:
         record.write("facts", facts)
         record.write("plan", plan)
@@ -74,7 +75,7 @@ def run(facts: Facts, plan: Plan, settings: Settings, matrix: Matrix, *, kind: s
                 break
         outcome.status = "done" if result.ok else "failed"
     except BaseException as exc:   # Ctrl-C, SIGTERM as SystemExit, a crash: the record says so
-        outcome.status, outcome.error = "interrupted", f"{type(exc).__name__}: {exc}"
+        outcome.status, outcome.error = "interrupted", str(exc) if str(exc) else f"interrupted ({type(exc).__name__})"
         raise
     finally:
         outcome.ended = time.time()
