@@ -82,3 +82,17 @@ def test_cache_key_changes_with_the_tree_content_at_the_same_commit(tmp_path, ma
     torch = TorchInfo("3.11", "2.14.1+cu130", "13.0")
     keys = {cache_key(key_fields(PIN, torch, ctx.plan, "x86_64", tree)) for tree in ("a" * 64, "b" * 64)}
     assert len(keys) == 2
+
+
+def test_a_damaged_wheel_cache_entry_is_reported_as_damaged_not_as_a_miss(tmp_path, matrix, monkeypatch):
+    make_env(matrix, tmp_path, monkeypatch, profile="cu130")
+    first, ctx, _ = make_build(matrix, tmp_path, monkeypatch, profile="cu130", arch_list="9.0")
+    assert first.detail["cache"] == "miss"
+    key = first.detail["key"]
+    wheel = next((tmp_path / "home" / "cache" / "wheels" / key).glob("*.whl"))
+    wheel.write_bytes(b"truncated")
+    build_stamp.path(ctx.plan.prefix).unlink()                  # the env needs its wheels again
+    again, _, lines = make_build(matrix, tmp_path, monkeypatch, profile="cu130", arch_list="9.0")
+    assert again.status == "done" and again.detail["cache"] == "damaged"
+    assert "does not match its sha256" in again.detail["cache_damage"] and "damaged" in again.output
+    assert any("wheel cache entry DAMAGED" in line and wheel.name in line for line in lines)

@@ -192,3 +192,39 @@ def test_setup_alone_shows_the_smoke_checks_images(tmp_path):
     assert result.status == "OK" and "smoke check drew DensePose on 1 sample photo" in result.headline
     assert "smoke check: grace_hopper" in md and "NOT a real DensePose estimate" in md
     assert "dp_contour" in md
+
+
+def _killed(folder):
+    """A setup run killed with -9 half way: result.json still says running, its process is gone."""
+    result = json.loads((folder / "result.json").read_text())
+    result.update(status="running", pid=2 ** 22 + 1, ended=0)   # above pid_max's default: no such process
+    (folder / "result.json").write_text(json.dumps(result))
+    steps = json.loads((folder / "steps.json").read_text())[:1]
+    (folder / "steps.json").write_text(json.dumps(steps))
+
+
+def test_an_interrupted_setup_is_never_presented_as_done(tmp_path):
+    run = tmp_path / "20260611-080000-setup"
+    shutil.copytree(SETUP, run)
+    _killed(run)
+    result = write(run, None, tmp_path / "out", formats=("md",))
+    md = (tmp_path / "out" / "report.md").read_text()
+    assert result.status == "FAILED" and "is interrupted: it did not finish" in md.split("## 1.")[0]
+    assert "**Deploy** — interrupted" in md or "Deploy** — interrupted" in md, md[:3000]
+
+
+def test_invoke_report_documents_the_last_finished_setup_and_names_the_interrupted_one(tmp_path):
+    from .conftest import ROOT
+
+    runs = tmp_path / "runs"
+    done, killed = runs / "20260610-091500-setup", runs / "20260611-080000-setup"
+    shutil.copytree(SETUP, done)
+    shutil.copytree(SETUP, killed)
+    _killed(killed)
+    proc = subprocess.run([str(ROOT / ".venv/bin/invoke"), "report", "--format", "md"], cwd=ROOT, capture_output=True,
+                          text=True, env={**__import__("os").environ, "DPDEPLOY_HOME": str(tmp_path), "NO_COLOR": "1"})
+    assert proc.returncode == 0, proc.stderr
+    md = (done / "report" / "report.md").read_text()
+    assert not (killed / "report").exists()
+    assert f"Setup run {killed.name} was interrupted" in md and f"documents {done.name}" in md
+    assert "Deploy** — done" in md

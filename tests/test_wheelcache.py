@@ -65,8 +65,9 @@ def test_build_without_wheels_is_an_error(tmp_path):
 
 
 @pytest.mark.parametrize("damage", ["truncate", "delete_wheel", "delete_manifest", "garble_manifest"])
-def test_corrupt_entry_is_a_miss_and_is_rebuilt(tmp_path, damage):
+def test_corrupt_entry_is_reported_as_damaged_and_is_rebuilt(tmp_path, damage):
     key = wheelcache.cache_key(FIELDS)
+    assert wheelcache.check(tmp_path, key) == (None, "")          # no entry: a plain miss
     stored = wheelcache.store(tmp_path, key, FIELDS, _builder([]))
     manifest = tmp_path / key / "manifest.json"
     {"truncate": lambda: stored[0].write_bytes(b"d2"),
@@ -74,6 +75,10 @@ def test_corrupt_entry_is_a_miss_and_is_rebuilt(tmp_path, damage):
      "delete_manifest": lambda: manifest.unlink(),
      "garble_manifest": lambda: manifest.write_text("{not json")}[damage]()
     assert wheelcache.lookup(tmp_path, key) is None
+    built, why = wheelcache.check(tmp_path, key)
+    assert built is None and str(tmp_path / key) in why
+    assert {"truncate": "does not match its sha256", "delete_wheel": "is missing", "delete_manifest": "has no manifest",
+            "garble_manifest": "unreadable"}[damage] in why
     calls = []
     wheelcache.store(tmp_path, key, FIELDS, _builder(calls))
     assert len(calls) == 1 and wheelcache.lookup(tmp_path, key) is not None

@@ -39,18 +39,32 @@ def cache_key(fields: Mapping[str, Any]) -> str:
     return f"{ident}-{hashlib.sha256(blob).hexdigest()[:16]}"
 
 
+def check(root: Path, key: str) -> tuple[Optional[list[Path]], str]:
+    """(the entry's wheels, "") if complete and intact; (None, "") if there is no entry;
+    (None, what is wrong) if the entry exists but is damaged (it is rebuilt and replaced)."""
+    entry = root / key
+    if not entry.exists():
+        return None, ""
+    try:
+        wheels = json.loads((entry / MANIFEST).read_text(encoding="utf-8"))["wheels"]
+        paths = [entry / name for name in sorted(wheels)]
+    except FileNotFoundError:
+        return None, f"{entry} has no {MANIFEST}"
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        return None, f"{entry / MANIFEST} is unreadable ({type(exc).__name__}: {exc})"
+    if not paths:
+        return None, f"{entry / MANIFEST} lists no wheels"
+    for p in paths:
+        if not p.is_file():
+            return None, f"{p.name} is missing from {entry}"
+        if sha256_file(p) != wheels[p.name]:
+            return None, f"{p} does not match its sha256 in {MANIFEST} (changed or truncated)"
+    return paths, ""
+
+
 def lookup(root: Path, key: str) -> Optional[list[Path]]:
     """The entry's wheels if complete and intact, else None."""
-    entry = root / key
-    try:
-        manifest = json.loads((entry / MANIFEST).read_text(encoding="utf-8"))
-        wheels = manifest["wheels"]
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-    paths = [entry / name for name in sorted(wheels)]
-    if not paths or any(not p.is_file() or sha256_file(p) != wheels[p.name] for p in paths):
-        return None
-    return paths
+    return check(root, key)[0]
 
 
 def store(root: Path, key: str, fields: Mapping[str, Any], build: Callable[[Path], None]) -> list[Path]:

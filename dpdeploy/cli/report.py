@@ -7,7 +7,7 @@ from invoke import Exit, task
 
 from dpdeploy.ui import render
 from dpdeploy.report import ReportError, parse_formats, write
-from dpdeploy.report.runs import latest
+from dpdeploy.report.runs import latest, skipped_interrupted
 from dpdeploy.report.text import summary
 from dpdeploy.records.terminal import command_line
 from dpdeploy.cli import common
@@ -43,7 +43,12 @@ def report(c, run: str = "", predict: str = "", images: str = "", format: str = 
                     predict_dir = chosen
                 else:
                     setup_dir = chosen
-            setup_dir = setup_dir or latest(home, "setup")
+            finished = latest(home, "setup")
+            notes = () if setup_dir else tuple(
+                f"Setup run {r} was interrupted (it did not finish) and is not documented here; this report "
+                f"documents {finished.name if finished else 'no setup run'}, the newest setup run that finished."
+                for r in skipped_interrupted(home, "setup", finished))
+            setup_dir = setup_dir or finished
             predict_dir = predict_dir or (_run_folder(home, predict) if predict else latest(home, "predict"))
         except ReportError as err:
             print(render.to_json({"error": str(err)}) if json else render.error_text(err))
@@ -51,7 +56,7 @@ def report(c, run: str = "", predict: str = "", images: str = "", format: str = 
         anchor = setup_dir or predict_dir
         target = Path(out) if out else (anchor / "report" if anchor else home / "reports")
         result = write(setup_dir, predict_dir, target, formats, tuple(filter(None, images.split(","))),
-                       command=command_line())
+                       command=command_line(), notes=notes)
         print(render.to_json(result) if json else summary(result))
         if result.problems and "pdf" in formats and not (target / "report.pdf").exists():
             raise Exit(code=1)

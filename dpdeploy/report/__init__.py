@@ -68,12 +68,13 @@ def _data_uri(name: str, data: bytes) -> str:
 
 
 def write(setup_run: Optional[Path], predict_run: Optional[Path], out: Path, formats: tuple[str, ...] = FORMATS,
-          photos: tuple[str, ...] = (), command: str = "invoke report", now: Optional[float] = None) -> ReportResult:
+          photos: tuple[str, ...] = (), command: str = "invoke report", now: Optional[float] = None,
+          notes: tuple[str, ...] = ()) -> ReportResult:
     """Build the document from the runs and write it under ``out`` (every file atomically)."""
     setup = records.load(setup_run) if setup_run else None
     predict = records.load(predict_run, photos) if predict_run else None
     generated = time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime(now))
-    doc = model.build(setup, predict, generated, command)
+    doc = model.build(setup, predict, generated, command, notes)
     result = ReportResult(out, doc.status, doc.headline, runs=doc.runs)
     files: dict[str, bytes] = {}
 

@@ -93,9 +93,10 @@ def _procedure(setup: Optional[RunData], predict: Optional[RunData], report_comm
         n += 1
         total = sum(s.get("duration_s") or 0 for s in setup.steps)
         failed = any(s.get("status") == "failed" for s in setup.steps)
+        ended = (setup.result or {}).get("status")
         steps.append(ProcStep(str(n), "Deploy", setup.command or "invoke setup",
                               "probe the host, resolve the plan from env/matrix.yml, then run the steps below",
-                              "failed" if failed else "done", total))
+                              ended if ended in ("interrupted", "running") else "failed" if failed else "done", total))
         summaries = _step_summaries(setup.plan)
         ran = {s.get("name") for s in setup.steps}
         for i, s in enumerate(setup.steps, 1):
@@ -178,10 +179,14 @@ def _photo(photo: Photo, entry: dict) -> PhotoSection:
 
 
 def build(setup: Optional[RunData], predict: Optional[RunData], generated: str,
-          report_command: str = "invoke report") -> Document:
-    """The document for a setup run and a predict run (either may be None)."""
+          report_command: str = "invoke report", notes: tuple[str, ...] = ()) -> Document:
+    """The document for a setup run and a predict run (either may be None); ``notes`` go first."""
     failures: list[Failure] = []
-    notes: list[str] = []
+    notes = list(notes)
+    if setup and (setup.result or {}).get("status") in ("interrupted", "running"):
+        state = setup.result["status"]
+        failures.append(Failure(f"run {setup.id}", f"setup run {setup.id} is {state}: it did not finish",
+                                setup.result.get("error") or "the steps after the last one listed never ran"))
     for run in (setup, predict):
         if run is None:
             continue

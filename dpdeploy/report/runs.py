@@ -183,7 +183,7 @@ def load(folder: str | Path, photos: tuple[str, ...] = ()) -> RunData:
         facts=_json(folder / "facts.json"),
         plan=_json(folder / "plan.json"),
         steps=steps,
-        result=result.__dict__ | {"ok": result.ok} if result else None,
+        result=result.__dict__ | {"ok": result.ok, "status": result.effective_status} if result else None,
         versions=_json(folder / "versions.json") or [],
         command=(_text(folder / COMMAND_NAME) or "").strip() or None,
         terminal=_text(folder / LOG_NAME),
@@ -198,8 +198,28 @@ def load(folder: str | Path, photos: tuple[str, ...] = ()) -> RunData:
     )
 
 
+def _runs(home: str | Path, kind: str) -> list[Path]:
+    base = Path(home) / "runs"
+    found = [p for p in base.glob(f"*-{kind}") if p.is_dir()] + [p for p in base.glob(f"*-{kind}-[0-9]*") if p.is_dir()]
+    return sorted(found, key=lambda p: p.name)
+
+
+def interrupted(folder: Path) -> bool:
+    """The run did not finish: a signal, a crash, or ``kill -9`` (still "running", its process gone)."""
+    try:
+        result = run.read_result(folder)
+    except RecordError:
+        return False
+    return result is not None and result.effective_status == "interrupted"
+
+
 def latest(home: str | Path, kind: str) -> Optional[Path]:
-    """The newest ``<home>/runs/*-<kind>`` folder (ids sort by time)."""
-    runs = sorted(p for p in (Path(home) / "runs").glob(f"*-{kind}") if p.is_dir())
-    runs += sorted(p for p in (Path(home) / "runs").glob(f"*-{kind}-[0-9]*") if p.is_dir())
-    return max(runs, key=lambda p: p.name) if runs else None
+    """The newest ``<home>/runs/*-<kind>`` folder (ids sort by time) that was not interrupted:
+    an unfinished run never stands for the deployment."""
+    runs = [p for p in _runs(home, kind) if not interrupted(p)]
+    return runs[-1] if runs else None
+
+
+def skipped_interrupted(home: str | Path, kind: str, chosen: Optional[Path]) -> list[str]:
+    """The interrupted runs newer than ``chosen`` (the report says it passed over them)."""
+    return [p.name for p in _runs(home, kind) if (chosen is None or p.name > chosen.name) and interrupted(p)]

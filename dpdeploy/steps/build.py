@@ -116,8 +116,11 @@ def _build(ctx: StepContext, prefix: Path, python: str, command: str, log: Path)
         return StepResult("build", "up-to-date", command, output=f"{key} installed; archs {stamp.archs_text()}",
                           detail={**detail, "compiled_archs": stamp.compiled_archs})
     root = home / "cache" / "wheels"
-    built = wheelcache.lookup(root, key)
-    detail["cache"] = "hit" if built else "miss"
+    built, damage = wheelcache.check(root, key)
+    detail["cache"] = "hit" if built else "damaged" if damage else "miss"
+    if damage:
+        echo(f"  wheel cache entry DAMAGED: {damage}; rebuilding it")
+        detail["cache_damage"] = damage
     if built is None:
         echo(f"  compiling {_describe(plan, settings.source)}, MAX_JOBS={plan.max_jobs}")
         parts = projects(matrix.densepose_subdir)

@@ -1,0 +1,125 @@
+"""One command at a time per state root, and what a killed or interrupted one leaves behind.
+
+Real processes throughout: a holder is a separate Python process (``hold`` in it), its
+children run through ``dpdeploy.runner``; the end-to-end cases with real `invoke setup`,
+`invoke env` and `invoke build` processes are in tests/test_state_lock_e2e.py.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from dpdeploy.records import lock_holder
+from dpdeploy.records.run import RunRecord, RunResult, read_result
+from dpdeploy.state import debris, lock, orphans
+
+from .conftest import ROOT
+
+# A holder: takes the lock for COMMAND, makes a temp build dir, runs `sleep 300` through the
+# runner (its own process group, carrying the run token), prints READY, waits.
+HOLDER = textwrap.dedent("""
+    import sys, tempfile
+    from pathlib import Path
+    from dpdeploy import runner
+    from dpdeploy.state import debris, lock
+    home = Path(sys.argv[1])
+    with lock.hold(home, "invoke setup (test holder)", echo=lambda line: print(line, flush=True)):
+        tmp_root = debris.tmp_root(home)
+        tmp_root.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(prefix="dpdeploy-build-", dir=tmp_root) as tmp:
+            (Path(tmp) / "obj.o").write_bytes(b"x" * 4096)
+            print("READY", flush=True)
+            if sys.argv[2] == "child":
+                runner.stream(["sleep", "300"], log_path=str(home / "child.log"))
+            else:
+                import time; time.sleep(float(sys.argv[2]))
+""")
+
+
+def start_holder(home: Path, mode: str) -> subprocess.Popen:
+    proc = subprocess.Popen([sys.executable, "-c", HOLDER, str(home), mode], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    for line in proc.stdout:
+        if line.strip() == "READY":
+            return proc
+    raise AssertionError(f"holder never got ready (exit {proc.wait()})")
+
+
+def wait_for(predicate, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "condition never held"
+        time.sleep(0.1)
+
+
+def test_a_second_command_is_told_who_holds_the_root_and_refused_with_no_wait(tmp_path):
+    holder = start_holder(tmp_path, "30")
+    try:
+        with pytest.raises(lock.Busy) as busy:
+            with lock.hold(tmp_path, "invoke env", wait=False):
+                pass
+        text = str(busy.value)
+        assert f"pid {holder.pid}" in text and "invoke setup (test holder)" in text and "since" in text
+        assert "next:" in text and (tmp_path / "tmp").is_dir()    # the holder's temp dir was not swept
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_a_second_command_waits_for_the_first(tmp_path):
+    holder = start_holder(tmp_path, "1.5")
+    said = []
+    with lock.hold(tmp_path, "invoke env", echo=said.append, poll_s=0.1) as held:
+        assert not list(debris.tmp_root(tmp_path).glob("*"))   # in only after it let go (its temp dir is gone)
+        assert holder.wait(timeout=10) == 0
+        assert lock_holder.read(tmp_path).pid == os.getpid()
+    assert said and said[0].startswith("waiting:") and f"pid {holder.pid}" in said[0]
+    assert held.ended == [] and held.swept == []                 # a clean exit leaves nothing behind
+    assert lock_holder.read(tmp_path) is None
+
+
+def test_after_kill_9_the_next_holder_ends_the_orphans_sweeps_and_marks_the_run(tmp_path):
+    record = RunRecord.create(tmp_path, "setup")
+    holder = start_holder(tmp_path, "child")
+    token = lock_holder.read(tmp_path).token
+    wait_for(lambda: orphans.carrying(token))
+    record.write_result(RunResult("setup", "running", started=time.time(), pid=holder.pid))
+    holder.send_signal(signal.SIGKILL)
+    holder.wait()
+    left = orphans.carrying(token)
+    assert left, "sleep outlives its killed parent (the case to clean up)"
+    assert debris.find(tmp_path)                                  # its temp build dir is still there
+    with lock.hold(tmp_path, "invoke setup", echo=lambda line: None) as held:
+        assert held.ended == left and orphans.carrying(token) == []
+        assert any("dpdeploy-build-" in s for s in held.swept) and debris.find(tmp_path) == []
+        assert held.marked == [record.id]
+    result = read_result(record.folder)
+    assert result.status == "interrupted" and "killed" in result.error
+
+
+def test_sigterm_ends_the_children_and_removes_the_temp_folders(tmp_path):
+    holder = start_holder(tmp_path, "child")
+    token = lock_holder.read(tmp_path).token
+    wait_for(lambda: orphans.carrying(token))
+    holder.send_signal(signal.SIGTERM)
+    assert holder.wait(timeout=30) == 128 + signal.SIGTERM
+    assert orphans.carrying(token) == []                          # sleep was ended with its parent
+    assert debris.find(tmp_path) == [] and lock_holder.read(tmp_path) is None
+    assert "interrupted; ending sleep" in (tmp_path / "child.log").read_text()
+
+
+def test_a_live_running_record_is_not_marked(tmp_path):
+    record = RunRecord.create(tmp_path, "setup")
+    record.write_result(RunResult("setup", "running", started=time.time(), pid=os.getpid()))
+    with lock.hold(tmp_path, "invoke env", echo=lambda line: None) as held:
+        assert held.marked == []
+    assert read_result(record.folder).status == "running"
+    assert json.loads((record.folder / "result.json").read_text())["pid"] == os.getpid()
