@@ -17,9 +17,9 @@ from dpdeploy.inference.predict import PredictError
 from dpdeploy.host.probe import load_nvml, probe
 from dpdeploy.plan.settings import Settings, SettingsError, check_project_file, resolve as resolve_settings
 from dpdeploy.records.terminal import command_line
-from dpdeploy.state.lock import Busy, Interrupted, hold
+from dpdeploy.state.lock import Busy, Interrupted, Unusable, hold
 
-USER_ERRORS = (MatrixError, FactsError, SettingsError, PlanError, LockError, PredictError, Busy)
+USER_ERRORS = (MatrixError, FactsError, SettingsError, PlanError, LockError, PredictError, Busy, Unusable)
 NO_WAIT_HELP = "When another command holds the state root, exit 2 at once (default: wait for it)."
 
 

@@ -32,6 +32,10 @@ class Busy(Exception):
     """Another live command holds the state root (exit status 2 with --no-wait)."""
 
 
+class Unusable(Exception):
+    """The state root is not a writable folder (exit status 2)."""
+
+
 class Interrupted(SystemExit):
     """SIGTERM / SIGHUP while the lock is held (exit status 128 + signal)."""
 
@@ -97,7 +101,14 @@ def hold(home: str | Path, command: str, *, wait: bool = True, echo: Callable[[s
          poll_s: float = 1.0) -> Iterator[Held]:
     """Hold ``home``'s lock for ``command``; Busy when taken and not ``wait``."""
     home = Path(home)
-    home.mkdir(parents=True, exist_ok=True)
+    try:
+        home.mkdir(parents=True, exist_ok=True)
+        (home / NAME).touch()
+    except OSError as exc:
+        why = "it is a file, not a folder" if home.is_file() else exc.strerror
+        raise Unusable(f"the state root {home} cannot be used: {why}\n  why: every command that changes "
+                       f"the deployment keeps its lock, caches and records there\n  next: point DPDEPLOY_HOME (or "
+                       f"`dpdeploy: home:` in invoke.yaml) at a folder you can write") from None
     lock = FileLock(home / NAME, is_singleton=False)
     start = time.monotonic()
     try:
