@@ -123,3 +123,12 @@ def test_a_live_running_record_is_not_marked(tmp_path):
         assert held.marked == []
     assert read_result(record.folder).status == "running"
     assert json.loads((record.folder / "result.json").read_text())["pid"] == os.getpid()
+
+
+@pytest.mark.parametrize("text", ["{garbage", '{"schema_version": 1, "pid": "1", "command": "x", "since": 0, "token": "t"}',
+                                  '{"schema_version": 1, "pid": 1, "command": "x", "since": "then", "token": "t"}', "[]"])
+def test_a_damaged_holder_record_is_ignored_not_a_crash(tmp_path, text):
+    lock_holder.path(tmp_path).write_text(text)
+    assert lock_holder.read(tmp_path) is None
+    with lock.hold(tmp_path, "invoke env", echo=lambda line: None) as held:
+        assert held.ended == [] and lock_holder.read(tmp_path).pid == os.getpid()

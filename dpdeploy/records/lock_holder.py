@@ -52,9 +52,12 @@ def write(home: str | os.PathLike, holder: Holder) -> Path:
 def read(home: str | os.PathLike) -> Holder | None:
     """The holder record; None when there is none or it cannot be read (it is advisory)."""
     try:
-        return schema.load(Holder, path(home), VERSION, "lock holder", "it is rewritten by the next command")
-    except schema.RecordError:
+        held = schema.load(Holder, path(home), VERSION, "lock holder", "it is rewritten by the next command")
+    except (schema.RecordError, TypeError):
         return None
+    typed = held is not None and isinstance(held.pid, int) and isinstance(held.since, (int, float)) and \
+        all(isinstance(v, str) for v in (held.command, held.token, held.host))
+    return held if typed else None
 
 
 def remove(home: str | os.PathLike) -> None:
