@@ -130,3 +130,29 @@ def test_setup_only_refuses_an_unknown_step_and_plan_records_the_plan_only(tmp_p
     assert done.returncode == 0, done.stdout + done.stderr
     [run] = (tmp_path / "runs").iterdir()
     assert json.loads(done.stdout)["steps"] == [] and (run / "plan.json").is_file()
+
+
+def test_dry_commands_are_shell_quoted(tmp_path, capsys):
+    """What --dry prints can be pasted into a shell: `TORCH_CUDA_ARCH_LIST=7.5;8.0` split at `;`
+    would run `8.0` as a command."""
+    import shlex
+
+    from dpdeploy.cli import docker
+
+    argv = ["buildah", "bud", "--build-arg", "TORCH_CUDA_ARCH_LIST=7.5;8.0+PTX", "-t", "x y"]
+    docker._report({"engine": "buildah", "command": argv, "status": "planned"}, False)
+    [line] = [ln for ln in capsys.readouterr().out.splitlines() if "TORCH_CUDA_ARCH_LIST" in ln]
+    assert shlex.split(line) == argv
+    prov = invoke("provision", "--dry", "--extra-vars", 'densepose_setup_steps=["env"] x=a b',
+                  env={"DPDEPLOY_HOME": str(tmp_path)})
+    assert 'densepose_setup_steps=["env"] x=a b' in shlex.split(prov.stdout)
+
+
+@pytest.mark.skipif(not __import__("shutil").which("buildah"), reason="needs buildah (apt install buildah)")
+def test_docker_build_uses_the_plans_max_jobs(tmp_path):
+    import shlex
+
+    proc = invoke("docker.build", "--dry", "--engine", "buildah", "--ca", "none", env={"DPDEPLOY_HOME": str(tmp_path)})
+    plan = json.loads(invoke("plan", "--json").stdout)   # this host's: the image is built here
+    [line] = [ln for ln in proc.stdout.splitlines() if "MAX_JOBS=" in ln]
+    assert f"MAX_JOBS={plan['max_jobs']}" in shlex.split(line)

@@ -291,3 +291,4 @@ def test_compose_serves_the_default_runtime_image_with_the_hosts_weights(matrix)
     assert service["command"][0] == "predict"
     targets = [v.rsplit(":", 2)[1] if v.endswith(":ro") else v.rsplit(":", 1)[1] for v in service["volumes"]]
     assert targets == ["/data/in", "/data/out", f"{containers.IMAGE_HOME}/cache/weights"]
+    assert service["init"] is True and service["shm_size"] == "8gb" and service["ulimits"]["memlock"] == -1

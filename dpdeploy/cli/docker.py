@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 import sys
 import tempfile
@@ -69,14 +70,14 @@ def render_args(c, check: bool = False) -> None:
     "target": "Stage to build: env, build, testext or runtime.",
     "base_image": "BASE_IMAGE override (default: the matrix's image for the profile), e.g. localhost/debian:12.",
     "tag": "Image tag (default: localhost/dpdeploy-densepose:<profile>-<target>).",
-    "max_jobs": "MAX_JOBS for the compile inside the image.",
+    "max_jobs": "MAX_JOBS for the compile inside the image (default: the plan's, sized from this host's RAM and cores).",
     "ca": "CA bundle passed as the build secret `ca` for pip (default: the host's bundle; 'none' = none).",
     **ENGINE_HELP,
     "dry": "Print the engine and the command line, stage nothing, build nothing.",
     "json": "Print the result as JSON.",
 })
 def build(c, profile: str = "", arch_list: str = "", source: str = "", target: str = "runtime", base_image: str = "",
-          tag: str = "", max_jobs: int = 2, ca: str = "", engine: str = "", storage_driver: str = "",
+          tag: str = "", max_jobs: int = 0, ca: str = "", engine: str = "", storage_driver: str = "",
           storage_root: str = "", isolation: str = "", dry: bool = False, json: bool = False) -> None:
     """Build docker/Dockerfile with docker buildx, buildah or podman from the matrix's pins."""
     with common.user_errors(json):
@@ -86,7 +87,8 @@ def build(c, profile: str = "", arch_list: str = "", source: str = "", target: s
     if target not in ("env", "build", "testext", "runtime"):
         raise _fail(ValueError(f"--target {target}: choose env, build, testext or runtime"))
     args.update({k: v for k, v in (("BASE_IMAGE", base_image), ("TORCH_CUDA_ARCH_LIST", arch_list)) if v})
-    args["MAX_JOBS"] = str(max_jobs)
+    with common.user_errors(json):
+        args["MAX_JOBS"] = str(max_jobs or common.plan(s)[1].max_jobs)
     eng = _engine(engine, storage_driver, storage_root, isolation)
     try:
         bundle = containers.host_ca_bundle(ca)
@@ -150,7 +152,7 @@ def _report(result: dict, json: bool) -> None:
         print(render.to_json(result))
         return
     print(f"{result['engine']}: {result['status']}" + (f" in {result['seconds']} s" if "seconds" in result else ""))
-    print("  " + " ".join(result["command"]))
+    print("  " + shlex.join(result["command"]))
     if result.get("size"):
         print(f"  image {result['tag']}: {result['size']}")
     if result.get("log"):
@@ -197,7 +199,7 @@ def run(c, images: str, out: str = "out/docker", tag: str = "", no_gpus: bool = 
     except EngineError as exc:
         raise _fail(exc) from None
     for argv in steps:
-        print(" ".join(argv))
+        print(shlex.join(argv))
     if dry:
         return
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -242,8 +244,8 @@ def base_image(c, tag: str = baseimage.TAG, cache: str = str(baseimage.CACHE), s
     eng = _engine("podman", storage_driver, storage_root, "")
     tarball = baseimage.tarball_path(Path(cache))
     if dry:
-        print(" ".join(baseimage.debootstrap_argv(Path(cache) / "rootfs")) + f"  (skipped when {tarball} exists)")
-        print(" ".join(baseimage.import_argv(eng, tarball, tag)))
+        print(shlex.join(baseimage.debootstrap_argv(Path(cache) / "rootfs")) + f"  # skipped when {tarball} exists")
+        print(shlex.join(baseimage.import_argv(eng, tarball, tag)))
         return
     try:
         print(baseimage.ensure(eng, tag, Path(cache), Path(cache) / "base-image.log"))

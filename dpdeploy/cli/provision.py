@@ -1,5 +1,6 @@
 """`invoke provision`: run ansible/site.yml against an inventory, then print a per-host summary."""
 import os
+import shlex
 import shutil
 import sys
 from pathlib import Path
@@ -36,7 +37,7 @@ def provision(c, inventory: str = "", limit: str = "", check: bool = False, diff
     argv = prov.playbook_argv(playbook or "ansible-playbook", inventory=inventory or prov.DEFAULT_INVENTORY,
                               limit=limit, check=check, diff=diff, extra_vars=extra_vars)
     if dry:
-        print(" ".join(argv))
+        print(shlex.join(argv))
         return
     with common.user_errors(json):
         home = common.settings(c).home_path
@@ -59,7 +60,7 @@ def provision(c, inventory: str = "", limit: str = "", check: bool = False, diff
         lines.append(line)
         echo(line)
 
-    echo("$ " + " ".join(argv))
+    echo("$ " + shlex.join(argv))
     rc = runner.stream(argv, log_path=log, env=prov.playbook_env(dict(os.environ)), echo=keep)
     recaps = prov.parse_recap(lines)
     result = {"returncode": rc, "check": check, "log": log, "hosts": [r.to_dict() for r in recaps]}
