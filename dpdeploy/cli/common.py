@@ -17,7 +17,7 @@ from dpdeploy.inference.predict import PredictError
 from dpdeploy.host.probe import load_nvml, probe
 from dpdeploy.plan.settings import Settings, SettingsError, check_project_file, resolve as resolve_settings
 from dpdeploy.records.terminal import command_line
-from dpdeploy.state.lock import Busy, Interrupted, Unusable, hold
+from dpdeploy.state.lock import Busy, Interrupted, Unusable, hold, signals_raise
 
 USER_ERRORS = (MatrixError, FactsError, SettingsError, PlanError, LockError, PredictError, Busy, Unusable)
 NO_WAIT_HELP = "When another command holds the state root, exit 2 at once (default: wait for it)."
@@ -83,6 +83,19 @@ def user_errors(as_json: bool = False) -> Iterator[None]:
 
 
 @contextlib.contextmanager
+def interruptible(what: str) -> Iterator[None]:
+    """Ctrl-C, SIGTERM and SIGHUP end ``what`` (its children are ended by the runner) with one line
+    and exit 130 / 128+N, never a traceback."""
+    try:
+        with signals_raise():
+            yield
+    except (KeyboardInterrupt, Interrupted) as exc:
+        why = str(exc) if isinstance(exc, Interrupted) else "interrupted by SIGINT (Ctrl-C)"
+        print(f"{command_line()}: {why}; {what}", file=sys.stderr)
+        raise Exit(code=exc.code if isinstance(exc, Interrupted) else 130) from None
+
+
+@contextlib.contextmanager
 def state_lock(s: Settings, *, no_wait: bool = False, dry: bool = False, quiet: bool = False) -> Iterator[None]:
     """Hold the state root for a command that changes it (a dry run changes nothing: no lock);
     Ctrl-C, SIGTERM and SIGHUP end it with one line and exit 130 / 128+N, never a traceback."""
@@ -90,11 +103,7 @@ def state_lock(s: Settings, *, no_wait: bool = False, dry: bool = False, quiet: 
         yield
         return
     echo = (lambda line: print(line, file=sys.stderr)) if quiet else print
-    try:
+    with interruptible("its children were ended and its temp folders removed; the run record says interrupted; "
+                       "next: run it again (finished steps are not redone)"):
         with hold(s.home_path, command_line(), wait=not no_wait, echo=echo):
             yield
-    except (KeyboardInterrupt, Interrupted) as exc:
-        why = str(exc) if isinstance(exc, Interrupted) else "interrupted by SIGINT (Ctrl-C)"
-        print(f"{command_line()}: {why}; its children were ended and its temp folders removed; the run record "
-              "says interrupted; next: run it again (finished steps are not redone)", file=sys.stderr)
-        raise Exit(code=exc.code if isinstance(exc, Interrupted) else 130) from None

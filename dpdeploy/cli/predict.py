@@ -54,7 +54,8 @@ def predict(c, inputs: str, out: str = "", vis: str = ",".join(DEFAULT_VIS), mod
     elsewhere = req.out != str(record.folder / "predict")   # --out: the run record keeps a copy of the summary
     if elsewhere:
         predict_summary.write(record.folder, summary)
-    with PredictView(record.folder / "terminal.log", to_stderr=json) as view:
+    stopped = f"the worker was ended; the images it finished are in {req.out} (summary.json lists them)"
+    with common.interruptible(stopped), PredictView(record.folder / "terminal.log", to_stderr=json) as view:
         view.header(req, skipped)
         engine.run(req, summary, log, on_event=view.event)
         view.footer(summary, record.folder, engine.log_tail(log))

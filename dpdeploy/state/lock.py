@@ -84,7 +84,8 @@ def _interrupted_runs(home: Path) -> list[str]:
 
 
 @contextlib.contextmanager
-def _signals_raise() -> Iterator[None]:
+def signals_raise() -> Iterator[None]:
+    """SIGTERM and SIGHUP raise ``Interrupted`` (as Ctrl-C raises KeyboardInterrupt), so cleanup runs."""
     def handler(signum, _frame):
         raise Interrupted(signum)
 
@@ -133,7 +134,7 @@ def hold(home: str | Path, command: str, *, wait: bool = True, echo: Callable[[s
         try:
             for line in held.notes():
                 echo(f"    {line}")
-            with _signals_raise():
+            with signals_raise():
                 yield held
         finally:
             if token is None:
