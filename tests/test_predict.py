@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from dpdeploy.inference import predict
+from dpdeploy.inenv import model as dpmodel
 from dpdeploy.inenv import predict_worker as worker
 
 from .conftest import FIXTURES, ROOT
@@ -58,20 +59,20 @@ def test_find_config_order_and_error(tmp_path):
     for folder in (first, second):
         folder.mkdir(parents=True)
         (folder / "m.yaml").write_text("x")
-    assert worker.find_config("m", "", [str(first)], str(tmp_path / "pkg" / "densepose")) == first / "m.yaml"
-    assert worker.find_config("m", "", [], str(tmp_path / "pkg" / "densepose")) == second / "m.yaml"
-    with pytest.raises(worker.WorkerError, match="no config other.yaml.*--config"):
-        worker.find_config("other", "", [str(first)], None)
+    assert dpmodel.find_config("m", "", [str(first)], str(tmp_path / "pkg" / "densepose")) == first / "m.yaml"
+    assert dpmodel.find_config("m", "", [], str(tmp_path / "pkg" / "densepose")) == second / "m.yaml"
+    with pytest.raises(dpmodel.WorkerError, match="no config other.yaml.*--config"):
+        dpmodel.find_config("other", "", [str(first)], None)
 
 
 def test_tiny_charts_are_left_out_of_contours_only():
     results = [SimpleNamespace(labels=np.zeros(shape)) for shape in [(14, 28), (1, 5), (3, 3)]]
     boxes = np.arange(12).reshape(3, 4)
     notes = []
-    kept, kept_boxes = worker._drop_tiny_charts((results, boxes), notes)
+    kept, kept_boxes = dpmodel.drop_tiny_charts((results, boxes), notes)
     assert kept == [results[0], results[2]] and kept_boxes.tolist() == [boxes[0].tolist(), boxes[2].tolist()]
     assert notes == ["dp_contour: skipped 1 instance(s) whose box is smaller than 2x2 px"]
-    assert worker._drop_tiny_charts((None, None), notes) == (None, None)
+    assert dpmodel.drop_tiny_charts((None, None), notes) == (None, None)
 
 
 def test_weights_resolution(tmp_path):
