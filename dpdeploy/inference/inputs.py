@@ -54,7 +54,7 @@ def collect(specs: Sequence[str]) -> Inputs:
                 if name.startswith("."):
                     found.skipped.append(f"{entry}: hidden file")
                 elif entry.suffix.lower() not in SUFFIXES:
-                    found.skipped.append(f"{entry}: not an image or video file name ({entry.suffix or 'no suffix'})")
+                    found.skipped.append(f"{entry}: not an image file name ({entry.suffix or 'no suffix'})")
                 else:
                     found.files.append(str(entry))
                     found.names.append(entry.relative_to(path).as_posix())
