@@ -277,15 +277,22 @@ def test_full_disk_is_refused(tmp_path, monkeypatch):
 
 SHARD_PYTHON = """#!/usr/bin/env python3
 # stands in for <prefix>/bin/python: reports each of its inputs; dies (SIGKILL) at one named die*
-import json, os, signal, sys
+# (leaving its pid in die.pid); one named after* is reported only once that worker is gone
+import json, os, signal, sys, time
 args = sys.argv[sys.argv.index("--") + 1:]
 device = sys.argv[sys.argv.index("--device") + 1]
 threads = sys.argv[sys.argv.index("--threads") + 1] if "--threads" in sys.argv else ""
 print(json.dumps({"event": "ready", "load_s": 1.0, "device": device, "precision": "fp32", "batch_size": 2}))
 for n, path in enumerate(args, 1):
+    marker = os.path.join(os.path.dirname(sys.argv[0]), "die.pid")
     if os.path.basename(path).startswith("die"):
         sys.stdout.flush()
+        open(marker, "w").write(str(os.getpid()))
         os.kill(os.getpid(), signal.SIGKILL)
+    if os.path.basename(path).startswith("after"):
+        while not os.path.exists(marker) or os.path.exists("/proc/" + open(marker).read()):
+            time.sleep(0.05)
+        time.sleep(0.5)   # the parent marks the dead worker's inputs right after reaping it
     print(json.dumps({"event": "image", "index": n, "input": path, "stem": os.path.basename(path), "status": "ok",
                       "instances": 1, "notes": [device + " threads " + threads], "timings": {"total_s": 0.1}}))
 """
@@ -312,13 +319,13 @@ def test_shards_deal_inputs_round_robin_and_each_worker_gets_its_own(tmp_path):
 def test_cpu_workers_standing_in_for_gpus_merge_into_one_summary(tmp_path):
     """Two CPU workers (the multi-GPU code path, a device list of CPUs); one dies at die.jpg: only
     its unreported inputs are lost, each says which worker, the rest of the run completes."""
-    names = ["a", "b", "die", "c", "d"]
+    names = ["a", "b", "die", "after", "d"]
     req = request(tmp_path, inputs=[f"/p/{n}.jpg" for n in names], python=shard_env(tmp_path), devices=["cpu", "cpu"])
     seen = []
     summary = predict.run(req, predict.start_summary(req), tmp_path / "worker.log", on_event=seen.append)
     by_stem = {Path(i["input"]).stem: i for i in summary.images}
     assert [Path(i["input"]).stem for i in summary.images] == names, "the summary keeps the input order"
-    assert [by_stem[n]["status"] for n in names] == ["ok", "ok", "error", "ok", "error"]
+    assert [by_stem[n]["status"] for n in names] == ["ok", "ok", "error", "ok", "error"], "the other worker goes on"
     for lost in ("die", "d"):   # worker 1 had a, die, d: it reported a, then died
         assert by_stem[lost]["error"] == ("not processed: the worker exited with status -9 before this file "
                                           "(worker 1 of 2, on cpu)")
