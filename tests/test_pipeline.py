@@ -112,7 +112,7 @@ def test_loading_runs_at_most_prefetch_ahead_of_the_model():
         ahead.append(len(loaded) - len(inferred))
         return batch
 
-    pipeline.run([Job(i, lambda i=i: load(i)) for i in range(30)], infer=infer, finish=lambda k, l, o: o,
+    pipeline.run([Job(i, lambda i=i: load(i)) for i in range(30)], infer=infer, finish=lambda key, loaded, out: out,
                  done=lambda j, v, e: None, batch_size=1, prefetch=3)
     assert len(inferred) == 30 and max(ahead) <= 3 + 2   # the queue, the item being put, the one in hand
 
