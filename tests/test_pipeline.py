@@ -96,7 +96,17 @@ def test_pass_through_jobs_come_after_everything_before_them():
     work = jobs(3) + [Job("end", lambda: "summary", infer=False)] + [Job(9, lambda: 9)]
     pipeline.run(work, infer=r.infer, finish=r.finish, done=r.record, batch_size=4)
     assert [k for k, _, _ in r.done] == [0, 1, 2, "end", 9]
-    assert r.done[3][1] == "summary" and [len(b) for b in r.batches] == [3, 1]
+    assert r.done[3][1] == "summary" and sorted(v for b in r.batches for v in b) == [0, 1, 2, 9]
+
+
+def test_a_batch_holds_one_group_and_done_keeps_job_order():
+    """Two input sizes alternating: batches of one size each (no padding to the other's size)."""
+    r = Recorder()
+    pipeline.run(jobs(9), infer=r.infer, finish=r.finish, done=r.record, batch_size=2, writers=2,
+                 group=lambda loaded: loaded % 2)
+    assert [sorted({v % 2 for v in b}) for b in r.batches] == [[0], [1], [0], [1], [0]]
+    assert [len(b) for b in r.batches] == [2, 2, 2, 2, 1]
+    assert [k for k, _, _ in r.done] == list(range(9)) and all(e is None for _, _, e in r.done)
 
 
 def test_loading_runs_at_most_prefetch_ahead_of_the_model():

@@ -144,3 +144,27 @@ def test_synthetic_module_cli_writes_a_checkpoint(d2_env, tmp_path):
                           timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert out.stat().st_size > 10_000_000 and not list(tmp_path.glob(".synthetic-*"))
+
+
+def _env_gpus(d2_env: Path) -> int:
+    out = subprocess.run([str(d2_env / "bin" / "python"), "-c", "import torch; print(torch.cuda.device_count())"],
+                         capture_output=True, text=True, timeout=300)
+    return int(out.stdout.strip() or 0) if out.returncode == 0 else 0
+
+
+@pytest.mark.gpu
+def test_fp16_on_every_gpu_keeps_the_contract(d2_env, tmp_path):
+    """fp16, the default batch, one worker per GPU the env's torch sees (one GPU: one worker)."""
+    gpus = _env_gpus(d2_env)
+    if not gpus:
+        pytest.skip("the env's torch sees no CUDA GPU")
+    photos = [str(s.path) for s in samples.resolve(matrix_mod.load().samples, str(d2_env))] * 2
+    req = env_request(d2_env, tmp_path, photos, stems=["a", "b", "c", "d"], device="cuda", precision="fp16",
+                      devices=predict.parse_gpus("", "cuda", gpus))
+    summary = predict.run(req, predict.start_summary(req), tmp_path / "worker.log")
+    assert summary.success, predict.log_tail(tmp_path / "worker.log")
+    assert summary.precision == "fp16" and len(summary.workers) == min(gpus, 4)
+    for stem in "abcd":
+        iuv = np.load(tmp_path / "out" / stem / "iuv.npz")
+        assert iuv["boxes_xyxy"].shape[0] == len(json.loads((tmp_path / "out" / stem / "result.json").read_text())
+                                                 ["instances"])

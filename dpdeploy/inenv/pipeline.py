@@ -13,7 +13,7 @@ import threading
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Optional
+from typing import Any, Callable, Hashable, Iterable, Optional
 
 _END = object()
 
@@ -45,52 +45,66 @@ def split_infer(infer: Callable[[list[Any]], list[Any]], batch: list[Any],
 def run(jobs: Iterable[Job], *, infer: Callable[[list[Any]], list[Any]],
         finish: Callable[[Any, Any, Any], Any], done: Callable[[Job, Any, Optional[BaseException]], None],
         batch_size: int = 1, prefetch: int = 4, loaders: int = 1, writers: int = 1,
-        is_oom: Callable[[BaseException], bool] = lambda exc: False) -> None:
+        is_oom: Callable[[BaseException], bool] = lambda exc: False,
+        group: Callable[[Any], Hashable] = lambda loaded: None) -> None:
     """Run every job: ``infer([loaded, ...])``, ``finish(key, loaded, output)``, then
-    ``done(job, finished or loaded, error)`` in job order (error: what load, infer or finish raised)."""
+    ``done(job, finished or loaded, error)`` in job order (error: what load, infer or finish raised).
+    A batch holds loaded values of one ``group`` only (e.g. one input size: a batch pads its images
+    to the largest, which changes the numbers near the borders of the smaller ones)."""
     ahead: queue.Queue = queue.Queue(maxsize=max(1, prefetch))
     stop = threading.Event()
+    held_limit = 2 * max(1, batch_size) + 2 * max(1, writers)   # jobs waiting for their batch or their writer
     with ThreadPoolExecutor(max(1, loaders), thread_name_prefix="load") as load_pool, \
             ThreadPoolExecutor(max(1, writers), thread_name_prefix="write") as write_pool:
         producer = threading.Thread(target=_produce, args=(jobs, load_pool, ahead, stop), daemon=True)
         producer.start()
-        pending: deque[tuple[Job, Future]] = deque()
-        batch: list[tuple[Job, Any]] = []
+        pending: deque[tuple[Job, Future]] = deque()            # every job, in order, with its outcome
+        groups: dict[Hashable, list[tuple[Job, Any, Future]]] = {}   # batches being filled
+        waiting: dict[int, Hashable] = {}                       # id(outcome) -> its group, until inferred
+
+        def flush(key: Hashable) -> None:
+            members = groups.pop(key)
+            outputs = split_infer(infer, [loaded for _, loaded, _ in members], is_oom)
+            for (job, loaded, outcome), out in zip(members, outputs, strict=True):
+                del waiting[id(outcome)]
+                if isinstance(out, BaseException):
+                    outcome.set_exception(out)
+                else:
+                    _chain(write_pool.submit(finish, job.key, loaded, out), outcome)
 
         def settle(limit: int) -> None:
-            while len(pending) > limit or (pending and pending[0][1].done()):
-                job, fut = pending.popleft()
-                error = fut.exception()
-                done(job, None if error else fut.result(), error)
+            while pending and (len(pending) > limit or pending[0][1].done()):
+                job, outcome = pending[0]
+                if id(outcome) in waiting:   # the oldest job waits for a batch that is not full: run it now
+                    flush(waiting[id(outcome)])
+                pending.popleft()
+                error = outcome.exception()
+                done(job, None if error else outcome.result(), error)
 
-        def flush() -> None:
-            if not batch:
-                return
-            outputs = split_infer(infer, [loaded for _, loaded in batch], is_oom)
-            for (job, loaded), out in zip(batch, outputs, strict=True):
-                pending.append((job, _failed(out) if isinstance(out, BaseException)
-                                else write_pool.submit(finish, job.key, loaded, out)))
-            batch.clear()
-            settle(2 * max(1, writers))
+        def drain() -> None:
+            for key in list(groups):
+                flush(key)
+            settle(0)
 
         try:
             while (item := ahead.get()) is not _END:
                 job, fut = item
-                error = fut.exception()
-                if job is None:
-                    flush()
-                    settle(0)
-                    raise error
-                if error is not None or not job.infer:
-                    flush()
-                    settle(0)
-                    done(job, None if error else fut.result(), error)
-                    continue
-                batch.append((job, fut.result()))
-                if len(batch) >= batch_size:
-                    flush()
-            flush()
-            settle(0)
+                if job is None:   # the job source broke
+                    drain()
+                    raise fut.exception()
+                outcome: Future = Future()
+                pending.append((job, outcome))
+                if fut.exception() is not None or not job.infer:
+                    _chain(fut, outcome)
+                else:
+                    loaded = fut.result()
+                    key = group(loaded)
+                    groups.setdefault(key, []).append((job, loaded, outcome))
+                    waiting[id(outcome)] = key
+                    if len(groups[key]) >= batch_size:
+                        flush(key)
+                settle(held_limit)
+            drain()
         finally:
             stop.set()
             while producer.is_alive():   # unblock a producer waiting on a full queue
@@ -98,6 +112,16 @@ def run(jobs: Iterable[Job], *, infer: Callable[[list[Any]], list[Any]],
                     ahead.get_nowait()
                 except queue.Empty:
                     producer.join(0.05)
+
+
+def _chain(source: Future, target: Future) -> None:
+    """``target`` gets ``source``'s result or exception once it has one."""
+    def copy(f: Future) -> None:
+        if f.exception() is not None:
+            target.set_exception(f.exception())
+        else:
+            target.set_result(f.result())
+    source.add_done_callback(copy)
 
 
 def _produce(jobs: Iterable[Job], pool: ThreadPoolExecutor, ahead: queue.Queue, stop: threading.Event) -> None:

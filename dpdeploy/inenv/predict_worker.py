@@ -311,7 +311,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     run = Run(model, args)
     helpers = 1 if not args.device.startswith("cuda") else max(1, min(4, cpus() // 2))   # CPU: the model needs the cores
     pipeline.run(run.jobs(), infer=run.infer, finish=run.finish, done=run.done, batch_size=batch,
-                 prefetch=2 * batch, loaders=helpers, writers=helpers, is_oom=is_oom)
+                 prefetch=2 * batch, loaders=helpers, writers=helpers, is_oom=is_oom,
+                 group=lambda prepared: tuple(prepared.input["image"].shape))   # same-size batches: no extra padding
     emit({"event": "done", "ok": len(args.inputs) - run.failed, "failed": run.failed,
           "seconds": round(time.perf_counter() - started, 3)})
     return 1 if run.failed else 0
