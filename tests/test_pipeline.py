@@ -109,6 +109,18 @@ def test_a_batch_holds_one_group_and_done_keeps_job_order():
     assert [k for k, _, _ in r.done] == list(range(9)) and all(e is None for _, _, e in r.done)
 
 
+def test_a_batch_that_never_fills_is_run_when_its_job_is_the_oldest():
+    """One image of a size no other has, then many of another: it is not held to the end."""
+    r = Recorder()
+    worker = threading.Thread(target=pipeline.run, args=(jobs(30),), kwargs=dict(
+        infer=r.infer, finish=r.finish, done=r.record, batch_size=4, group=lambda loaded: loaded == 0), daemon=True)
+    worker.start()
+    worker.join(60)
+    assert not worker.is_alive(), "the pipeline waits forever for the lone image's batch"
+    assert [k for k, _, _ in r.done] == list(range(30))
+    assert r.batches.index([0]) < len(r.batches) - 2, "the lone image ran only at the end"
+
+
 def test_loading_runs_at_most_prefetch_ahead_of_the_model():
     loaded, inferred, ahead = [], [], []
 
