@@ -1,5 +1,7 @@
 """Input normalisation of `invoke predict` (Pillow + numpy, no torch): every awkward input
 becomes the right RGB array or a one-line error."""
+from pathlib import Path
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -107,3 +109,16 @@ def test_unique_stems_are_safe_and_distinct():
 
 def test_mirrored_stems_are_safe_in_every_part():
     assert unique_stems(["Reise 2024/Tag ü/img.jpg", "../x.jpg"]) == ["Reise_2024/Tag_u/img", "x"]
+
+
+def test_a_folder_gives_its_videos_and_frames_are_fitted_like_files(tmp_path):
+    (tmp_path / "clip.MP4").write_bytes(b"x")
+    (tmp_path / "a.jpg").write_bytes(b"x")
+    (tmp_path / "notes.txt").write_text("x")
+    found = collect([str(tmp_path)])
+    assert [Path(f).name for f in found.files] == ["a.jpg", "clip.MP4"] and len(found.skipped) == 1
+    frame = images.from_array(np.zeros((300, 600, 3), np.uint8), 200)
+    assert frame.size == (200, 100) and frame.original_size == (600, 300) and frame.format == "video frame"
+    assert frame.notes == ["resized from 600x300 px to 200x100 (longest side limited to 200 px)"]
+    small = np.zeros((30, 60, 3), np.uint8)
+    assert images.from_array(small, 200).rgb is small

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from dpdeploy.inference import predict
+from dpdeploy.inenv import model as dpmodel
 from dpdeploy.inenv import predict_worker as worker
 
 from .conftest import FIXTURES, ROOT
@@ -58,20 +59,20 @@ def test_find_config_order_and_error(tmp_path):
     for folder in (first, second):
         folder.mkdir(parents=True)
         (folder / "m.yaml").write_text("x")
-    assert worker.find_config("m", "", [str(first)], str(tmp_path / "pkg" / "densepose")) == first / "m.yaml"
-    assert worker.find_config("m", "", [], str(tmp_path / "pkg" / "densepose")) == second / "m.yaml"
-    with pytest.raises(worker.WorkerError, match="no config other.yaml.*--config"):
-        worker.find_config("other", "", [str(first)], None)
+    assert dpmodel.find_config("m", "", [str(first)], str(tmp_path / "pkg" / "densepose")) == first / "m.yaml"
+    assert dpmodel.find_config("m", "", [], str(tmp_path / "pkg" / "densepose")) == second / "m.yaml"
+    with pytest.raises(dpmodel.WorkerError, match="no config other.yaml.*--config"):
+        dpmodel.find_config("other", "", [str(first)], None)
 
 
 def test_tiny_charts_are_left_out_of_contours_only():
     results = [SimpleNamespace(labels=np.zeros(shape)) for shape in [(14, 28), (1, 5), (3, 3)]]
     boxes = np.arange(12).reshape(3, 4)
     notes = []
-    kept, kept_boxes = worker._drop_tiny_charts((results, boxes), notes)
+    kept, kept_boxes = dpmodel.drop_tiny_charts((results, boxes), notes)
     assert kept == [results[0], results[2]] and kept_boxes.tolist() == [boxes[0].tolist(), boxes[2].tolist()]
     assert notes == ["dp_contour: skipped 1 instance(s) whose box is smaller than 2x2 px"]
-    assert worker._drop_tiny_charts((None, None), notes) == (None, None)
+    assert dpmodel.drop_tiny_charts((None, None), notes) == (None, None)
 
 
 def test_weights_resolution(tmp_path):
@@ -270,3 +271,119 @@ def test_full_disk_is_refused(tmp_path, monkeypatch):
     with pytest.raises(predict.PredictError, match=r"only 10 MiB free .*free some space"):
         predict.check_writable(tmp_path / "out", "--out")
     assert list(tmp_path.iterdir()) == []
+
+
+# --- several devices: one worker each, inputs dealt round-robin, one merged summary ------------
+
+SHARD_PYTHON = """#!/usr/bin/env python3
+# stands in for <prefix>/bin/python: reports each of its inputs; dies (SIGKILL) at one named die*
+# (leaving its pid in die.pid); one named after* is reported only once that worker is gone
+import json, os, signal, sys, time
+args = sys.argv[sys.argv.index("--") + 1:]
+device = sys.argv[sys.argv.index("--device") + 1]
+threads = sys.argv[sys.argv.index("--threads") + 1] if "--threads" in sys.argv else ""
+print(json.dumps({"event": "ready", "load_s": 1.0, "device": device, "precision": "fp32", "batch_size": 2}))
+for n, path in enumerate(args, 1):
+    marker = os.path.join(os.path.dirname(sys.argv[0]), "die.pid")
+    if os.path.basename(path).startswith("die"):
+        sys.stdout.flush()
+        open(marker, "w").write(str(os.getpid()))
+        os.kill(os.getpid(), signal.SIGKILL)
+    if os.path.basename(path).startswith("after"):
+        while not os.path.exists(marker) or os.path.exists("/proc/" + open(marker).read()):
+            time.sleep(0.05)
+        time.sleep(0.5)   # the parent marks the dead worker's inputs right after reaping it
+    print(json.dumps({"event": "image", "index": n, "input": path, "stem": os.path.basename(path), "status": "ok",
+                      "instances": 1, "notes": [device + " threads " + threads], "timings": {"total_s": 0.1}}))
+"""
+
+
+def shard_env(tmp_path):
+    python = tmp_path / "env" / "bin" / "python"
+    python.parent.mkdir(parents=True)
+    python.write_text(SHARD_PYTHON)
+    python.chmod(0o755)
+    return str(python)
+
+
+def test_shards_deal_inputs_round_robin_and_each_worker_gets_its_own(tmp_path):
+    req = request(tmp_path, inputs=[f"/p/{n}.jpg" for n in "abcde"], devices=["cuda:0", "cuda:1"])
+    assert predict.shards(req) == [("cuda:0", [0, 2, 4]), ("cuda:1", [1, 3])]
+    cmd = predict.worker_command(req, "cuda:1", [1, 3])
+    args = worker.parse_args(cmd[3:])
+    assert args.inputs == ["/p/b.jpg", "/p/d.jpg"] and args.stems == ["b", "d"] and args.device == "cuda:1"
+    assert predict.shards(request(tmp_path, inputs=["/p/a.jpg"], devices=["cpu", "cpu"])) == [("cpu", [0])]
+    assert predict.shards(request(tmp_path)) == [("cpu", [0, 1])]
+
+
+def test_cpu_workers_standing_in_for_gpus_merge_into_one_summary(tmp_path):
+    """Two CPU workers (the multi-GPU code path, a device list of CPUs); one dies at die.jpg: only
+    its unreported inputs are lost, each says which worker, the rest of the run completes."""
+    names = ["a", "b", "die", "after", "d"]
+    req = request(tmp_path, inputs=[f"/p/{n}.jpg" for n in names], python=shard_env(tmp_path), devices=["cpu", "cpu"])
+    seen = []
+    summary = predict.run(req, predict.start_summary(req), tmp_path / "worker.log", on_event=seen.append)
+    by_stem = {Path(i["input"]).stem: i for i in summary.images}
+    assert [Path(i["input"]).stem for i in summary.images] == names, "the summary keeps the input order"
+    assert [by_stem[n]["status"] for n in names] == ["ok", "ok", "error", "ok", "error"], "the other worker goes on"
+    for lost in ("die", "d"):   # worker 1 had a, die, d: it reported a, then died
+        assert by_stem[lost]["error"] == ("not processed: the worker exited with status -9 before this file "
+                                          "(worker 1 of 2, on cpu)")
+    assert summary.workers == [{"device": "cpu", "images": 3, "exit": -9}, {"device": "cpu", "images": 2, "exit": 0}]
+    assert summary.worker_exit == -9 and not summary.success and summary.ok == 3
+    images = sorted(e["index"] for e in seen if e["event"] == "image")
+    assert images == [1, 2, 4] and all(e["total"] == 5 for e in seen if e["event"] == "image")
+    assert by_stem["a"]["notes"] == [f"cpu threads {predict._cpu_threads(2)[0]}"], "CPU workers split the cores"
+    assert (tmp_path / "worker.log").exists() and (tmp_path / "worker-1.log").exists()
+    on_disk = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert on_disk["schema_version"] == 2 and on_disk["workers"][0]["exit"] == -9 and on_disk["batch_size"] == 2
+
+
+def test_gpus_flag_and_devices():
+    assert predict.parse_gpus("", "cuda", 2) == ["cuda:0", "cuda:1"]
+    assert predict.parse_gpus("1", "cuda", 2) == ["cuda:1"]
+    assert predict.parse_gpus("", "cuda:1", 2) == ["cuda:1"] and predict.parse_gpus("", "cpu", 0) == ["cpu"]
+    for text, device, gpus, message in [("0,2", "cuda", 2, "this host has 2 GPU"), ("0,0", "cuda", 2, "distinct"),
+                                        ("0", "cpu", 0, "needs --device cuda")]:
+        with pytest.raises(predict.PredictError, match=message):
+            predict.parse_gpus(text, device, gpus)
+
+
+def test_precision_a_device_cannot_serve_is_refused():
+    predict.check_precision("bf16", "cpu", has_bf16=lambda: True)
+    with pytest.raises(predict.PredictError, match="lists no avx512_bf16"):
+        predict.check_precision("bf16", "cpu", has_bf16=lambda: False)
+    with pytest.raises(predict.PredictError, match="fp16 on cpu"):
+        predict.check_precision("fp16", "cpu")
+    old = SimpleNamespace(name="Tesla T4", compute_capability="7.5")
+    with pytest.raises(predict.PredictError, match="Tesla T4 .*7.5.* use --precision fp16"):
+        predict.check_precision("bf16", "cuda", [old])
+    predict.check_precision("fp16", "cuda", [old])
+    predict.check_precision("bf16", "cuda", [SimpleNamespace(name="H100", compute_capability="9.0")])
+    with pytest.raises(predict.PredictError, match="choose from fp32, bf16, fp16"):
+        predict.check_precision("int8", "cpu")
+
+
+def test_cpu_bf16_flag_detection():
+    from dpdeploy.host.probe import cpu_has_bf16
+
+    assert cpu_has_bf16("processor: 0\nflags\t\t: fpu avx2 avx512f avx512_bf16 amx_tile\n")
+    assert not cpu_has_bf16("flags\t\t: fpu avx2 avx512f\n") and not cpu_has_bf16("")
+
+
+def test_fp16_on_cpu_is_refused_before_the_model_loads(tmp_path, ready):
+    _refused([*ready, "--device", "cpu", "--precision", "fp16"], tmp_path / "home", "--precision fp16 on cpu")
+    _refused([*ready, "--device", "cpu", "--gpus", "0"], tmp_path / "home", "--gpus 0: needs --device cuda")
+
+
+def test_a_version_1_summary_reads_as_fp32_one_worker(tmp_path):
+    from dpdeploy.records import predict_summary
+
+    old = {"schema_version": 1, "model": "m", "weights": "w", "weights_kind": "real", "device": "cpu", "out": "o",
+           "images": [{"input": "a.jpg", "stem": "a", "status": "ok"}], "worker_exit": 0}
+    (tmp_path / "summary.json").write_text(json.dumps(old))
+    summary = predict_summary.read(tmp_path)
+    assert summary.precision == "fp32" and summary.batch_size == 1 and summary.workers == [] and summary.success
+    (tmp_path / "summary.json").write_text(json.dumps({**old, "schema_version": 7}))
+    with pytest.raises(Exception, match="schema version 7"):
+        predict_summary.read(tmp_path)

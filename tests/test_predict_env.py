@@ -20,17 +20,29 @@ pytestmark = [pytest.mark.slow, pytest.mark.detectron2]
 VIS = ["dp_contour", "dp_segm", "dp_u", "dp_v", "bbox"]
 
 
-def test_worker_on_samples_and_bad_inputs(d2_env, tmp_path):
+def env_request(d2_env, tmp_path, inputs, **changes) -> predict.Request:
+    return predict.Request(inputs=inputs, out=str(tmp_path / "out"), model="densepose_rcnn_R_50_FPN_s1x",
+                           python=str(d2_env / "bin" / "python"), weights="synthetic",
+                           config_dirs=[str(d2_env / ENV_CONFIGS)], synthetic_cache=str(tmp_path / "synthetic.pth"),
+                           **changes)
+
+
+@pytest.mark.parametrize("precision,batch", [("fp32", 0), ("bf16", 3)], ids=["fp32-default-batch", "bf16-batch3"])
+def test_worker_on_samples_and_bad_inputs(d2_env, tmp_path, precision, batch):
+    """Every mode keeps the output contract: batches mix good and bad inputs, bf16 on this CPU."""
     prefix = str(d2_env)
+    if precision == "bf16":
+        try:
+            predict.check_precision("bf16", "cpu")
+        except predict.PredictError as exc:
+            pytest.skip(str(exc))
     photos = [str(s.path) for s in samples.resolve(matrix_mod.load().samples, prefix)]
     expect = bad_inputs.make(tmp_path / "bad inputs", huge=True)
     inputs = photos + collect([str(tmp_path / "bad inputs")]).files
-    req = predict.Request(inputs=inputs, out=str(tmp_path / "out"), model="densepose_rcnn_R_50_FPN_s1x",
-                          python=str(Path(prefix) / "bin" / "python"), weights="synthetic", vis=VIS,
-                          config_dirs=[str(d2_env / ENV_CONFIGS)],
-                          synthetic_cache=str(tmp_path / "synthetic.pth"))
+    req = env_request(d2_env, tmp_path, inputs, vis=VIS, precision=precision, batch_size=batch)
     summary = predict.run(req, predict.start_summary(req), tmp_path / "worker.log")
     assert summary.worker_exit == 1, predict.log_tail(tmp_path / "worker.log")   # some inputs are bad
+    assert summary.precision == precision and summary.batch_size == (batch or 2)
     by_name = {Path(i["input"]).name: i for i in summary.images}
     for name, (status, *rest) in expect.items():
         entry = by_name[name]
@@ -64,6 +76,65 @@ def test_worker_on_samples_and_bad_inputs(d2_env, tmp_path):
     assert on_disk["ok"] == summary.ok and on_disk["weights_kind"] == "synthetic"
 
 
+def make_video(python: Path, photo: Path, path: Path, frames: int, fps: int, codec: str = "mpeg4") -> None:
+    """A clip of a sample photo sliding sideways, written with the env's PyAV (the tools venv has none)."""
+    script = f"""
+import av, numpy as np
+from PIL import Image
+im = np.asarray(Image.open({str(photo)!r}).convert("RGB").resize((240, 180)))
+out = av.open({str(path)!r}, "w")
+stream = out.add_stream({codec!r}, rate={fps})
+stream.width, stream.height, stream.pix_fmt = 240, 180, "yuv420p"
+for n in range({frames}):
+    for packet in stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(np.roll(im, 8 * n, axis=1)),
+                                                           format="rgb24")):
+        out.mux(packet)
+for packet in stream.encode():
+    out.mux(packet)
+out.close()
+"""
+    subprocess.run([str(python), "-c", script], check=True, timeout=120)
+
+
+def video_info(python: Path, path: Path) -> tuple[float, int]:
+    script = f"import av; c = av.open({str(path)!r}); s = c.streams.video[0]; " \
+             "print(float(s.average_rate), sum(1 for _ in c.decode(s)))"
+    out = subprocess.run([str(python), "-c", script], check=True, timeout=120, capture_output=True, text=True)
+    fps, frames = out.stdout.split()
+    return float(fps), int(frames)
+
+
+def test_video_yields_an_overlay_video_and_per_frame_data_in_order(d2_env, tmp_path):
+    """A 2-second clip, every 3rd frame; a truncated AVI (its header lists more frames than are left)
+    yields the frames that decoded and an error for the rest; a broken file, a clear error."""
+    python, photo = d2_env / "bin" / "python", samples.resolve(matrix_mod.load().samples, str(d2_env))[0].path
+    clip, cut, broken = tmp_path / "clip.mp4", tmp_path / "cut.avi", tmp_path / "broken.mp4"
+    make_video(python, photo, clip, frames=16, fps=8)
+    make_video(python, photo, cut, frames=12, fps=8)
+    data = cut.read_bytes()
+    cut.write_bytes(data[:len(data) * 6 // 10])
+    broken.write_bytes(b"\x00\x00\x00\x18ftypmp42 not really a video")
+    req = env_request(d2_env, tmp_path, [str(clip), str(cut), str(broken)], every=3, max_detections=1)
+    summary = predict.run(req, predict.start_summary(req), tmp_path / "worker.log")
+    log = predict.log_tail(tmp_path / "worker.log")
+    entries = {Path(i["input"]).name: i for i in summary.images}
+    assert entries["clip.mp4"]["status"] == "ok" and entries["clip.mp4"]["frames"] == 6, (entries, log)
+    folder = tmp_path / "out" / "clip"
+    result = json.loads((folder / "result.json").read_text())
+    assert [f["frame"] for f in result["frames"]] == [0, 3, 6, 9, 12, 15]
+    assert [f["time_s"] for f in result["frames"]] == sorted(f["time_s"] for f in result["frames"])
+    for f in result["frames"]:
+        frame = json.loads((tmp_path / "out" / f["stem"] / "result.json").read_text())
+        assert frame["frame"] == f["frame"] and (tmp_path / "out" / f["stem"] / "iuv.npz").is_file()
+    fps, frames = video_info(python, folder / "overlay.mp4")
+    assert frames == 6 and abs(fps - 8 / 3) < 0.01, (fps, frames)
+    assert entries["cut.avi"]["status"] == "error" and entries["cut.avi"]["frames"] >= 1, entries["cut.avi"]
+    assert "of the 12 frames" in entries["cut.avi"]["error"] or "truncated" in entries["cut.avi"]["error"]
+    assert (tmp_path / "out" / "cut" / "overlay.mp4").is_file()
+    assert entries["broken.mp4"]["status"] == "error" and "cannot open the video" in entries["broken.mp4"]["error"]
+    assert "\n" not in entries["broken.mp4"]["error"]
+
+
 def test_synthetic_module_cli_writes_a_checkpoint(d2_env, tmp_path):
     prefix = str(d2_env)
     config = d2_env / ENV_CONFIGS / "densepose_rcnn_R_50_FPN_s1x.yaml"
@@ -73,3 +144,27 @@ def test_synthetic_module_cli_writes_a_checkpoint(d2_env, tmp_path):
                           timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert out.stat().st_size > 10_000_000 and not list(tmp_path.glob(".synthetic-*"))
+
+
+def _env_gpus(d2_env: Path) -> int:
+    out = subprocess.run([str(d2_env / "bin" / "python"), "-c", "import torch; print(torch.cuda.device_count())"],
+                         capture_output=True, text=True, timeout=300)
+    return int(out.stdout.strip() or 0) if out.returncode == 0 else 0
+
+
+@pytest.mark.gpu
+def test_fp16_on_every_gpu_keeps_the_contract(d2_env, tmp_path):
+    """fp16, the default batch, one worker per GPU the env's torch sees (one GPU: one worker)."""
+    gpus = _env_gpus(d2_env)
+    if not gpus:
+        pytest.skip("the env's torch sees no CUDA GPU")
+    photos = [str(s.path) for s in samples.resolve(matrix_mod.load().samples, str(d2_env))] * 2
+    req = env_request(d2_env, tmp_path, photos, stems=["a", "b", "c", "d"], device="cuda", precision="fp16",
+                      devices=predict.parse_gpus("", "cuda", gpus))
+    summary = predict.run(req, predict.start_summary(req), tmp_path / "worker.log")
+    assert summary.success, predict.log_tail(tmp_path / "worker.log")
+    assert summary.precision == "fp16" and len(summary.workers) == min(gpus, 4)
+    for stem in "abcd":
+        iuv = np.load(tmp_path / "out" / stem / "iuv.npz")
+        assert iuv["boxes_xyxy"].shape[0] == len(json.loads((tmp_path / "out" / stem / "result.json").read_text())
+                                                 ["instances"])

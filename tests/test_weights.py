@@ -416,7 +416,7 @@ def test_truncated_pickle_is_a_checkpoint_error(tmp_path):
 
 
 def test_predict_worker_checks_a_pkl_before_detectron2_unpickles_it(tmp_path):
-    from dpdeploy.inenv.predict_worker import WorkerError, checked_weights
+    from dpdeploy.inenv.model import WorkerError, checked_weights
 
     marker = tmp_path / "pwned"
     evil = tmp_path / "model_final_162be9.pkl"

@@ -14,7 +14,8 @@ from dpdeploy.envs.lockfile import LockError
 from dpdeploy.plan.matrix import Matrix, MatrixError
 from dpdeploy.plan.resolve import STEP_NAMES, Plan, PlanError, resolve
 from dpdeploy.inference.predict import PredictError
-from dpdeploy.host.probe import load_nvml, probe
+from dpdeploy.host.probe import load_nvml, probe, probe_gpus
+from dpdeploy.runner import run as run_command
 from dpdeploy.plan.settings import Settings, SettingsError, check_project_file, resolve as resolve_settings
 from dpdeploy.records.terminal import command_line
 from dpdeploy.state.lock import Busy, Interrupted, Unusable, hold, signals_raise
@@ -66,6 +67,18 @@ def step_names(only: str) -> tuple[str, ...]:
 def plan(s: Settings) -> tuple[Facts, Plan]:
     f = facts(s)
     return f, resolve(f, load_matrix(s), s)
+
+
+def predict_target(s: Settings, prefix: str, device: str) -> tuple[str, str, tuple]:
+    """(env prefix, default device, the host's GPUs) for `invoke predict`. With --prefix and
+    --device given, the plan is not needed: only the GPUs are looked up (NVML, milliseconds)
+    instead of the full host probe (every python and compiler on PATH, about a second)."""
+    if not (prefix and device):
+        host, planned = plan(s)
+        return planned.prefix, planned.device, host.gpus
+    if s.facts:
+        return prefix, device, Facts.load(s.facts).gpus
+    return prefix, device, probe_gpus(run_command, load_nvml())[1] if device.startswith("cuda") else ()
 
 
 @contextlib.contextmanager

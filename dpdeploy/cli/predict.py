@@ -25,16 +25,22 @@ from dpdeploy.cli import common
     "max_detections": f"Cap on persons per image (default: the config's; {engine.SYNTHETIC_MAX_DETECTIONS} with "
                       "synthetic weights).",
     "json": "Print the summary as JSON on stdout (progress goes to stderr).",
+    "batch_size": "Images per forward pass (default 0: from the device, 2 on a CPU, by free memory on a GPU).",
+    "precision": "fp32, bf16 (CPUs with avx512_bf16 / amx, GPUs from compute capability 8.0) or fp16 (GPUs); "
+                 "see docs/performance.md (default fp32).",
+    "gpus": "GPU indices to run one worker each on, e.g. 0,1 (default with --device cuda: every GPU).",
+    "every": "Videos: keep every Nth frame (default 1: all).",
 })
 def predict(c, inputs: str, out: str = "", vis: str = ",".join(DEFAULT_VIS), model: str = "",
             min_score: str = "0.8", device: str = "", weights: str = "", config: str = "", prefix: str = "",
-            max_size: int = DEFAULT_MAX_SIZE, max_detections: int = 0, json: bool = False) -> None:
-    """Run DensePose on images: overlays, side-by-side, IUV arrays and JSON per image."""
+            max_size: int = DEFAULT_MAX_SIZE, max_detections: int = 0, json: bool = False, batch_size: int = 0,
+            precision: str = "fp32", gpus: str = "", every: int = 1) -> None:
+    """Run DensePose on images and videos: overlays, side-by-side, IUV arrays and JSON per image."""
     from dpdeploy.ui.progress import PredictView  # rich, only when predicting
 
     with common.user_errors(json):
         s = common.settings(c, prefix=prefix)
-        host, plan = common.plan(s)
+        env_prefix, default_device, host_gpus = common.predict_target(s, prefix, device)
         matrix = common.load_matrix(s)
         records: list[RunRecord] = []
 
@@ -43,10 +49,11 @@ def predict(c, inputs: str, out: str = "", vis: str = ",".join(DEFAULT_VIS), mod
             return records[0].folder
 
         req, skipped = engine.prepare(
-            [inputs], home=s.home_path, prefix=plan.prefix, default_device=plan.device,
+            [inputs], home=s.home_path, prefix=env_prefix, default_device=default_device,
             models=list(matrix.models), model=model or matrix.default_model, out=out, vis=vis, weights=weights,
             min_score=engine.parse_score(min_score), device=device, config=config, max_size=max_size,
-            max_detections=max_detections, record_folder=new_record, gpus=len(host.gpus))
+            max_detections=max_detections, record_folder=new_record, gpus=host_gpus, precision=precision,
+            batch_size=batch_size, every=every, gpu_list=gpus)
     record = records[0]
     engine.write_command(record.folder, engine.typed_command(), req)
     summary = engine.start_summary(req, skipped, run=str(record.folder), command=" ".join(engine.typed_command()))

@@ -209,6 +209,16 @@ def _read(path: str) -> str:
         return ""
 
 
+BF16_FLAGS = ("avx512_bf16", "amx_bf16")   # the CPU instructions torch's bf16 kernels (oneDNN) use
+
+
+def cpu_has_bf16(cpuinfo: Optional[str] = None) -> bool:
+    """Whether /proc/cpuinfo (or ``cpuinfo``) lists an instruction set for fast bf16."""
+    text = _read("/proc/cpuinfo") if cpuinfo is None else cpuinfo
+    flags = {flag for line in text.splitlines() if line.startswith("flags") for flag in line.split(":", 1)[-1].split()}
+    return any(flag in flags for flag in BF16_FLAGS)
+
+
 def free_mib(path: str) -> tuple[str, int]:
     """Free space at ``path`` or at its nearest existing parent."""
     target = Path(path).expanduser().absolute()

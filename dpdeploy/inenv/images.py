@@ -77,14 +77,29 @@ def _decode(img: Image.Image, max_size: int) -> Loaded:
     if orientation in range(2, 9):
         img = ImageOps.exif_transpose(img)
         notes.append(f"rotated by EXIF orientation {orientation}")
-    rgb = _to_rgb(img, notes)
-    if max(rgb.size) > max_size:
-        before = rgb.size
-        scale = max_size / max(before)
-        rgb = rgb.resize((max(1, round(before[0] * scale)), max(1, round(before[1] * scale))), Image.LANCZOS)
-        notes.append(f"resized from {original[0]}x{original[1]} px to {rgb.size[0]}x{rgb.size[1]} "
-                     f"(longest side limited to {max_size} px)")
+    rgb = _fit(_to_rgb(img, notes), original, max_size, notes)
     return Loaded(np.array(rgb, dtype=np.uint8), original, fmt, notes)
+
+
+def from_array(rgb: np.ndarray, max_size: int, fmt: str = "video frame") -> Loaded:
+    """An RGB array already decoded (a video frame), resized like a file would be."""
+    notes: list[str] = []
+    original = (rgb.shape[1], rgb.shape[0])
+    if max(original) <= max_size:
+        return Loaded(rgb, original, fmt, notes)
+    fitted = _fit(Image.fromarray(rgb, "RGB"), original, max_size, notes)
+    return Loaded(np.array(fitted, dtype=np.uint8), original, fmt, notes)
+
+
+def _fit(rgb: Image.Image, original: tuple[int, int], max_size: int, notes: list[str]) -> Image.Image:
+    if max(rgb.size) <= max_size:
+        return rgb
+    before = rgb.size
+    scale = max_size / max(before)
+    rgb = rgb.resize((max(1, round(before[0] * scale)), max(1, round(before[1] * scale))), Image.LANCZOS)
+    notes.append(f"resized from {original[0]}x{original[1]} px to {rgb.size[0]}x{rgb.size[1]} "
+                 f"(longest side limited to {max_size} px)")
+    return rgb
 
 
 def _to_rgb(img: Image.Image, notes: list[str]) -> Image.Image:

@@ -13,6 +13,9 @@ DEFAULT_VIS = ("dp_contour", "bbox")
 # Longest image side fed to the model. The R-CNN resizes to at most 1333 px itself
 # (detectron2 INPUT.MAX_SIZE_TEST); larger inputs only cost decoding and drawing time.
 DEFAULT_MAX_SIZE = 2048
+# Inputs decoded as videos (PyAV): per-frame IUV data and an overlay video instead of PNGs.
+VIDEO_SUFFIXES = frozenset({".mp4", ".mov", ".m4v", ".avi", ".mkv", ".webm", ".mpg", ".mpeg", ".ts"})
+VIDEO_OVERLAY = "overlay.mp4"
 
 
 def safe_name(text: str) -> str:

@@ -6,9 +6,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Sequence
 
+from dpdeploy.inenv.outputs import VIDEO_SUFFIXES
+
 # Suffixes a folder is scanned for (the formats Pillow reads that photos come in). Files named
 # on the command line are always tried, whatever their suffix.
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".jpe", ".png", ".gif", ".webp", ".bmp", ".tif", ".tiff"})
+SUFFIXES = IMAGE_SUFFIXES | VIDEO_SUFFIXES
 
 
 @dataclass
@@ -50,7 +53,7 @@ def collect(specs: Sequence[str]) -> Inputs:
                 entry = here / name
                 if name.startswith("."):
                     found.skipped.append(f"{entry}: hidden file")
-                elif entry.suffix.lower() not in IMAGE_SUFFIXES:
+                elif entry.suffix.lower() not in SUFFIXES:
                     found.skipped.append(f"{entry}: not an image file name ({entry.suffix or 'no suffix'})")
                 else:
                     found.files.append(str(entry))

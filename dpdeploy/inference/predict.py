@@ -12,6 +12,7 @@ import os
 import shutil
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +24,8 @@ from dpdeploy.build.wheels import ENV_CONFIGS
 from dpdeploy.fsutil import atomic_write_text
 from dpdeploy.records import predict_summary
 from dpdeploy.records.predict_summary import PredictSummary
+from dpdeploy.host.probe import cpu_has_bf16
+from dpdeploy.inenv.model import PRECISIONS
 from dpdeploy.inenv.outputs import DEFAULT_MAX_SIZE, DEFAULT_VIS, VISUALIZERS, unique_stems
 
 SYNTHETIC = "synthetic"
@@ -52,10 +55,16 @@ class Request:
     max_size: int = DEFAULT_MAX_SIZE
     max_detections: int = 0         # 0 = the config's (SYNTHETIC_MAX_DETECTIONS for synthetic)
     stems: list[str] = field(default_factory=list)   # output folder per input ([]: from the file names)
+    precision: str = "fp32"
+    batch_size: int = 0             # 0 = the worker's default for its device
+    every: int = 1                  # videos: every Nth frame
+    devices: list[str] = field(default_factory=list)  # one worker each ([]: one on ``device``)
 
     def __post_init__(self) -> None:
         if not self.stems:
             self.stems = unique_stems([Path(i).name for i in self.inputs])
+        if not self.devices:
+            self.devices = [self.device]
 
     @property
     def weights_kind(self) -> str:
@@ -136,6 +145,51 @@ def check_device(device: str, gpus: int) -> None:
         raise PredictError(f"--device {device}: this host has {gpus} GPU(s), cuda:0 to cuda:{gpus - 1}")
 
 
+def check_precision(precision: str, device: str, gpus: Sequence[Any] = (), has_bf16: Callable[[], bool] = cpu_has_bf16) -> None:
+    """Refuse a precision the device cannot serve, before the model loads (``gpus``: the host's,
+    with their compute capability where known)."""
+    if precision not in PRECISIONS:
+        raise PredictError(f"--precision {precision}: choose from {', '.join(PRECISIONS)}")
+    if precision == "fp32":
+        return
+    if not device.startswith("cuda"):
+        if precision == "fp16":
+            raise PredictError("--precision fp16 on cpu: torch has no fast fp16 kernels for CPUs; use --precision "
+                               "bf16 (CPUs with avx512_bf16 / amx) or fp32")
+        if not has_bf16():
+            raise PredictError("--precision bf16 on cpu: this CPU lists no avx512_bf16 / amx_bf16 instructions, so "
+                               "bf16 would be slower than fp32; use --precision fp32")
+    elif precision == "bf16":
+        old = [g for g in gpus if _capability(g) is not None and _capability(g) < 8.0]
+        if old:
+            raise PredictError(f"--precision bf16: {old[0].name} (compute capability {old[0].compute_capability}) has "
+                               "no bf16; use --precision fp16")
+
+
+def _capability(gpu: Any) -> Optional[float]:
+    try:
+        return float(gpu.compute_capability)
+    except (TypeError, ValueError):
+        return None
+
+
+def parse_gpus(text: str, device: str, gpus: int) -> list[str]:
+    """The devices to run one worker each on: ``--gpus 0,2`` -> cuda:0, cuda:2; none given with
+    --device cuda -> every GPU the host has; else the one device."""
+    if text:
+        if not device.startswith("cuda"):
+            raise PredictError(f"--gpus {text}: needs --device cuda")
+        picked = [t.strip() for t in text.split(",") if t.strip()]
+        bad = [t for t in picked if not t.isdigit() or int(t) >= gpus]
+        if bad or not picked or len(set(picked)) != len(picked):
+            raise PredictError(f"--gpus {text}: this host has {gpus} GPU(s), 0 to {gpus - 1}; pass distinct "
+                               "indices, e.g. --gpus 0,1")
+        return [f"cuda:{t}" for t in picked]
+    if device == "cuda" and gpus > 1:
+        return [f"cuda:{i}" for i in range(gpus)]
+    return [device]
+
+
 def config_dirs(home: Path, prefix: str = "") -> list[str]:
     """DensePose config folders: the env's own copy (the build step installs it, so an env that
     travels without its source, e.g. a container's, still has them), then the kept sources."""
@@ -152,10 +206,25 @@ def env_python(prefix: str) -> str:
     return str(python)
 
 
-def worker_command(req: Request) -> list[str]:
+def shards(req: Request) -> list[tuple[str, list[int]]]:
+    """(device, 0-based input indices) per worker: the inputs dealt round-robin over the devices."""
+    n = max(1, min(len(req.devices), len(req.inputs)))
+    return [(req.devices[k], list(range(k, len(req.inputs), n))) for k in range(n)]
+
+
+def worker_command(req: Request, device: str = "", indices: Optional[Sequence[int]] = None,
+                   threads: int = 0) -> list[str]:
+    """The worker's command line, for all inputs or the shard ``indices`` on ``device``."""
+    picked = range(len(req.inputs)) if indices is None else indices
     cmd = [req.python, "-m", "dpdeploy.inenv.predict_worker", "--out", req.out, "--model", req.model,
            "--weights", req.weights, "--vis", ",".join(req.vis), "--min-score", str(req.min_score),
-           "--device", req.device, "--max-size", str(req.max_size)]
+           "--device", device or req.device, "--max-size", str(req.max_size), "--precision", req.precision]
+    if req.batch_size:
+        cmd += ["--batch-size", str(req.batch_size)]
+    if req.every > 1:
+        cmd += ["--every", str(req.every)]
+    if threads:
+        cmd += ["--threads", str(threads)]
     if req.config:
         cmd += ["--config", req.config]
     for folder in req.config_dirs:
@@ -165,7 +234,7 @@ def worker_command(req: Request) -> list[str]:
     cap = req.max_detections or (SYNTHETIC_MAX_DETECTIONS if req.weights == SYNTHETIC else 0)
     if cap:
         cmd += ["--max-detections", str(cap)]
-    return cmd + ["--stems", json.dumps(req.stems), "--", *req.inputs]
+    return cmd + ["--stems", json.dumps([req.stems[i] for i in picked]), "--", *(req.inputs[i] for i in picked)]
 
 
 def worker_env(base: Optional[dict[str, str]] = None) -> dict[str, str]:
@@ -197,24 +266,63 @@ def start_summary(req: Request, skipped: Sequence[str] = (), run: str = "", comm
 def run(req: Request, summary: PredictSummary, log_path: Path,
         on_event: Callable[[dict[str, Any]], None] = lambda e: None,
         stream: Callable[..., int] = runner.stream) -> PredictSummary:
-    """Run the worker; after every progress line update and rewrite summary.json."""
+    """Run one worker per device on its shard of the inputs (in threads); after every progress
+    line update and rewrite summary.json. A worker that dies loses only the inputs it had not
+    reported: they become errors naming its device and exit status."""
     Path(req.out).mkdir(parents=True, exist_ok=True)
     predict_summary.write(req.out, summary)
+    parts = shards(req)
+    lock = threading.Lock()
+    cpu_threads = _cpu_threads(len(parts))
+    codes: list[int] = [0] * len(parts)
+    summary.workers = [{"device": d, "images": len(i), "exit": None} for d, i in parts]
 
-    def line(text: str) -> None:
-        event = parse_event(text)
-        if event is None:
-            return
-        summary.apply(event)
-        if event["event"] in ("image", "fatal", "ready"):
-            predict_summary.write(req.out, summary)
-        on_event(event)
+    def work(k: int, device: str, indices: list[int]) -> None:
+        fatal: list[str] = []
+
+        def line(text: str) -> None:
+            event = parse_event(text)
+            if event is None:
+                return
+            if "index" in event:   # the worker counts its own shard
+                event = {**event, "index": indices[int(event["index"]) - 1] + 1, "total": len(req.inputs)}
+            if event["event"] == "fatal":
+                fatal.append(event.get("error", "the worker failed"))
+            with lock:
+                summary.apply(event)
+                if event["event"] in ("image", "fatal", "ready"):
+                    predict_summary.write(req.out, summary)
+                on_event(event)
+
+        threads = cpu_threads[k] if len(parts) > 1 and not device.startswith("cuda") else 0
+        log = log_path if k == 0 else log_path.with_name(f"{log_path.stem}-{k}{log_path.suffix}")
+        codes[k] = stream(worker_command(req, device, indices, threads), log_path=str(log), env=worker_env(),
+                          echo=line)
+        with lock:
+            why = fatal[0] if fatal else f"the worker exited with status {codes[k]} before this file"
+            if len(parts) > 1:
+                why += f" (worker {k + 1} of {len(parts)}, on {device})"
+            summary.lost(indices, why)
+            summary.workers[k]["exit"] = codes[k]
 
     started = time.monotonic()
-    code = stream(worker_command(req), log_path=str(log_path), env=worker_env(), echo=line)
-    summary.finish(code, time.monotonic() - started)
+    pool = [threading.Thread(target=work, args=(k, d, i), daemon=True) for k, (d, i) in enumerate(parts)]
+    for t in pool:
+        t.start()
+    for t in pool:
+        t.join()
+    summary.finish(next((c for c in codes if c), 0), time.monotonic() - started)
     predict_summary.write(req.out, summary)
     return summary
+
+
+def _cpu_threads(parts: int) -> list[int]:
+    """This host's CPUs split over ``parts`` CPU workers, each at least one."""
+    try:
+        total = len(os.sched_getaffinity(0))
+    except AttributeError:
+        total = os.cpu_count() or 1
+    return [max(1, total // parts + (1 if i < total % parts else 0)) for i in range(parts)]
 
 
 def log_tail(log_path: Path, lines: int = 15) -> str:
@@ -245,10 +353,11 @@ def typed_command() -> list[str]:
 def prepare(inputs: Sequence[str], *, home: Path, prefix: str, default_device: str, models: Sequence[str],
             model: str, out: str, vis: str, weights: str, min_score: float, device: str, config: str,
             max_size: int, max_detections: int, record_folder: Callable[[], Path],
-            gpus: int = 0) -> tuple[Request, list[str]]:
-    """Check everything a user can get wrong before anything is written (``gpus``: how many the
-    host has); then make the record folder (``record_folder()``) and the request. Returns
-    (request, skipped folder entries)."""
+            gpus: Sequence[Any] = (), precision: str = "fp32", batch_size: int = 0, every: int = 1,
+            gpu_list: str = "") -> tuple[Request, list[str]]:
+    """Check everything a user can get wrong before anything is written (``gpus``: the host's);
+    then make the record folder (``record_folder()``) and the request. Returns (request,
+    skipped folder entries)."""
     from dpdeploy.inenv.synthetic import cache_name  # torch is imported only inside its functions
     from dpdeploy.inference.inputs import collect, split_specs
 
@@ -256,7 +365,12 @@ def prepare(inputs: Sequence[str], *, home: Path, prefix: str, default_device: s
         raise PredictError(f"--model {model}: not in env/matrix.yml; choose from {', '.join(models)}")
     if device not in ("", "cpu", "cuda") and not device.startswith("cuda:"):
         raise PredictError(f"--device {device}: use cpu or cuda")
-    check_device(device or default_device, gpus)
+    check_device(device or default_device, len(gpus))
+    devices = parse_gpus(gpu_list, device or default_device, len(gpus))
+    check_precision(precision, device or default_device, gpus)
+    if batch_size < 0 or every < 1:
+        raise PredictError(f"--batch-size {batch_size} / --every {every}: the batch size is 0 (automatic) or more, "
+                           "--every 1 or more")
     if config and not Path(config).is_file():
         raise PredictError(f"--config {config}: no such file")
     names = parse_vis(vis)
@@ -283,6 +397,7 @@ def prepare(inputs: Sequence[str], *, home: Path, prefix: str, default_device: s
         model=model, python=python, weights=resolved, vis=names, min_score=min_score,
         device=device or default_device, config=str(Path(config).absolute()) if config else "",
         config_dirs=config_dirs(home, prefix), synthetic_cache=str(home / "cache" / "weights" / cache_name(model)),
-        max_size=max_size, max_detections=max_detections,
+        max_size=max_size, max_detections=max_detections, precision=precision, batch_size=batch_size, every=every,
+        devices=devices,
     )
     return req, found.skipped

@@ -1,18 +1,21 @@
 """The predict summary ``<out>/summary.json``: written by the predict parent after every image
 (atomically), read by the terminal view, the report and the smoke suite. One entry per input:
-``{input, stem, status: pending|ok|error, error?, instances?, notes?, timings?}``."""
+``{input, stem, status: pending|ok|error, error?, instances?, frames?, notes?, timings?}`` (``frames``:
+a video's). Version 2 adds ``precision``, ``batch_size`` and ``workers`` (one per device: ``{device,
+images, exit}``); a version 1 summary reads as fp32, batch 1, no worker list."""
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
-from dpdeploy.fsutil import atomic_write_json
+from dpdeploy.fsutil import atomic_write_json, read_json
 from dpdeploy.records import schema
 
 FILE = "summary.json"
-VERSION = 1
+VERSION = 2
+OLDER = (1,)   # versions read as this one, with the new fields' defaults
 
 
 @dataclass
@@ -34,6 +37,9 @@ class PredictSummary:
     worker_exit: Optional[int] = None
     fatal: str = ""
     notes: list[str] = field(default_factory=list)
+    precision: str = "fp32"
+    batch_size: int = 1
+    workers: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def ok(self) -> int:
@@ -51,7 +57,10 @@ class PredictSummary:
         kind = event["event"]
         if kind == "ready":
             self.config, self.weights = event.get("config", ""), event.get("weights", self.weights)
-            self.model_load_s = event.get("load_s")
+            loads = [s for s in (self.model_load_s, event.get("load_s")) if s is not None]
+            self.model_load_s = max(loads) if loads else None   # several workers: the slowest
+            self.precision = event.get("precision", self.precision)
+            self.batch_size = event.get("batch_size", self.batch_size)
             self.notes.extend(event.get("notes", []))
         elif kind == "fatal":
             self.fatal = event.get("error", "the worker failed")
@@ -59,18 +68,22 @@ class PredictSummary:
             index = int(event["index"]) - 1
             if 0 <= index < len(self.images):
                 entry = {"input": event.get("input"), "stem": event.get("stem"), "status": event.get("status", "error")}
-                for key in ("error", "instances", "notes", "timings"):
+                for key in ("error", "instances", "frames", "notes", "timings"):
                     if key in event:
                         entry[key] = event[key]
                 self.images[index] = entry
 
+    def lost(self, indices: Sequence[int], why: str) -> list[str]:
+        """Inputs (0-based ``indices``) a worker never reported become errors that say why; their inputs."""
+        gone = [self.images[i] for i in indices if self.images[i]["status"] == "pending"]
+        for entry in gone:
+            entry.update(status="error", error=f"not processed: {why}")
+        return [e["input"] for e in gone]
+
     def finish(self, exit_code: int, seconds: float) -> None:
-        """Inputs the worker never reported become errors that say why."""
+        """Inputs no worker reported become errors that say why."""
         self.worker_exit, self.seconds = exit_code, round(seconds, 3)
-        why = self.fatal or f"the worker exited with status {exit_code} before this file"
-        for entry in self.images:
-            if entry["status"] == "pending":
-                entry.update(status="error", error=f"not processed: {why}")
+        self.lost(range(len(self.images)), self.fatal or f"the worker exited with status {exit_code} before this file")
 
     def to_dict(self) -> dict[str, Any]:
         return {**schema.dump(self, VERSION), "ok": self.ok, "failed": self.failed, "success": self.success}
@@ -82,4 +95,12 @@ def write(out: os.PathLike | str, summary: PredictSummary) -> Path:
 
 def read(out: os.PathLike | str) -> PredictSummary | None:
     """The summary in the output folder ``out``; None when there is none; RecordError when damaged."""
-    return schema.load(PredictSummary, Path(out) / FILE, VERSION, "predict summary", "run invoke predict again")
+    path, next_step = Path(out) / FILE, "run invoke predict again"
+    try:
+        return schema.load(PredictSummary, path, VERSION, "predict summary", next_step)
+    except schema.RecordError:
+        data = read_json(path)
+        if not isinstance(data, dict) or data.get(schema.VERSION_KEY) not in OLDER:
+            raise
+        return schema.parse(PredictSummary, {**data, schema.VERSION_KEY: VERSION}, VERSION, f"predict summary {path}",
+                            next_step)

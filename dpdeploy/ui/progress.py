@@ -40,7 +40,8 @@ class PredictView:
     def header(self, req: Request, skipped: list[str]) -> None:
         kind = ("[yellow]synthetic[/] (pipeline check: a checkpoint whose detector is made to fire, not a real model)"
                 if req.weights_kind == "synthetic" else escape(req.weights))
-        self.say(f"[bold]DensePose predict[/]: {len(req.inputs)} image(s), model {req.model}, device {req.device}")
+        self.say(f"[bold]DensePose predict[/]: {len(req.inputs)} input(s), model {req.model}, "
+                 f"device {', '.join(req.devices)}, precision {req.precision}")
         self.say(f"  weights: {kind}")
         if skipped:
             self.say(f"  [dim]skipped {len(skipped)} folder entries:[/]")
@@ -53,7 +54,9 @@ class PredictView:
     def event(self, event: dict[str, Any]) -> None:
         kind = event["event"]
         if kind == "ready":
-            self.say(f"  model loaded in {event.get('load_s', 0):.1f} s [dim]({escape(event.get('config', ''))})[/]")
+            self.say(f"  model loaded on {escape(str(event.get('device', '?')))} in {event.get('load_s', 0):.1f} s, "
+                     f"{event.get('precision', 'fp32')}, batch {event.get('batch_size', 1)} "
+                     f"[dim]({escape(event.get('config', ''))})[/]")
             for note in event.get("notes", []):
                 self.say(f"  [dim]{escape(note)}[/]")
         elif kind == "fatal":
@@ -64,6 +67,8 @@ class PredictView:
             if event.get("status") == "ok":
                 n = event.get("instances", 0)
                 found = f"{n} person{'s' if n != 1 else ''}" if n else "[yellow]no person found[/]"
+                if "frames" in event:
+                    found = f"{event['frames']} frame(s), {found}"
                 self.say(f"[green]✓[/] {name}  {found}  [dim]{seconds:.1f} s[/]")
                 for note in event.get("notes", []):
                     if note != "no person found":
