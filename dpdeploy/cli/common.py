@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import sys
 from typing import Any, Iterator
 
@@ -14,6 +15,7 @@ from dpdeploy.envs.lockfile import LockError
 from dpdeploy.plan.matrix import Matrix, MatrixError
 from dpdeploy.plan.resolve import STEP_NAMES, Plan, PlanError, resolve
 from dpdeploy.inference.predict import PredictError
+from dpdeploy.host import pytorch
 from dpdeploy.host.probe import load_nvml, probe
 from dpdeploy.plan.settings import Settings, SettingsError, check_project_file, resolve as resolve_settings
 
@@ -37,9 +39,12 @@ def check_project_config(folder: str) -> None:
 
 
 def facts(s: Settings) -> Facts:
-    if s.facts:
-        return Facts.load(s.facts)
-    return probe(disk_path=s.prefix or str(s.home_path), nvml=load_nvml())
+    """Recorded or probed; for a host profile with the torch of --python asked from it."""
+    found = Facts.load(s.facts) if s.facts else probe(disk_path=s.prefix or str(s.home_path), nvml=load_nvml())
+    chosen = load_matrix(s).profiles.get(s.profile)
+    if chosen is not None and chosen.host and s.python and found.host_torch is None:
+        found = dataclasses.replace(found, host_torch=pytorch.probe(s.python))
+    return found
 
 
 def load_matrix(s: Settings) -> Matrix:

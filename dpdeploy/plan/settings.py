@@ -40,6 +40,8 @@ DEFAULTS: dict[str, Any] = {
     "source": "",        # detectron2 source: URL, git repo/checkout, archive or dir; "" = the matrix's repo
     "allow_unpinned": False,  # build a detectron2 source whose commit is not the matrix's pin (recorded)
     "force_smoke": False,  # setup: run the smoke tests even when they passed on this env, build and weights
+    "offline": False,    # setup: deploy from --bundle only; nothing is fetched (pip index off, no downloads)
+    "bundle": "",        # setup --offline: the archive `invoke bundle` wrote (wheels, source, weights, manifest)
 }
 
 
