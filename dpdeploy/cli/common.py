@@ -10,6 +10,7 @@ from invoke import Exit
 
 from dpdeploy.plan import matrix as matrix_mod
 from dpdeploy.ui import render
+from dpdeploy.bundle.make import BundleError
 from dpdeploy.host.facts import Facts, FactsError
 from dpdeploy.envs.lockfile import LockError
 from dpdeploy.plan.matrix import Matrix, MatrixError
@@ -19,7 +20,7 @@ from dpdeploy.host import pytorch
 from dpdeploy.host.probe import load_nvml, probe
 from dpdeploy.plan.settings import Settings, SettingsError, check_project_file, resolve as resolve_settings
 
-USER_ERRORS = (MatrixError, FactsError, SettingsError, PlanError, LockError, PredictError)
+USER_ERRORS = (MatrixError, FactsError, SettingsError, PlanError, LockError, PredictError, BundleError)
 
 
 def settings(c, **flags: Any) -> Settings:
