@@ -11,7 +11,8 @@ from dpdeploy.host import pytorch
 from dpdeploy.plan import hosttorch
 from dpdeploy.plan.resolve import PlanError, resolve
 from dpdeploy.plan.settings import resolve as settings
-from dpdeploy.records import env_stamp
+from dpdeploy.diagnose import drift
+from dpdeploy.records import env_stamp, versions
 from dpdeploy.runner import Completed
 from dpdeploy.steps import env as env_step
 from dpdeploy.steps.context import StepContext
@@ -130,6 +131,13 @@ def test_env_overlays_the_host_packages_and_records_them(matrix, tmp_path, monke
     stamp = env_stamp.read(tmp_path / "env")
     assert (stamp.host_python, stamp.torch, stamp.torch_cuda) == (PY, "2.14.1+cu130", "13.0")
     assert list(stamp.host_site_packages) == [str(host_site)]
+    assert {"name": "torch from", "value": f"the host: {PY} (not installed by dpdeploy)",
+            "source": str(env_stamp.path(tmp_path / "env"))} in versions.to_dicts(versions.collect(tmp_path / "env"))
+    assert drift.host_torch_check(s.prefix, stamp).status == "ok"
+    (host_site / "torch" / "version.py").write_text("__version__ = '2.15.0'\ncuda: Optional[str] = None\n")
+    moved = drift.host_torch_check(s.prefix, stamp)
+    assert moved.status == "fail" and "the host torch is now 2.15.0, the env was made over 2.14.1+cu130" in moved.what
+    (host_site / "torch" / "version.py").write_text("__version__ = '2.14.1+cu130'\ncuda: Optional[str] = '13.0'\n")
     assert env_step.run(ctx).status == "up-to-date"
     changed = StepContext(ctx.plan, facts_fixture("nogpu", host_torch=host_torch(torch="2.15.0")), s, matrix, None)
     assert env_step.prefix_state(Path(s.prefix), env_step.Wanted(
