@@ -146,3 +146,17 @@ def test_setup_refuses_a_tampered_bundle_before_anything_is_written(tmp_path, ho
     missing = invoke("setup", "--offline", "--profile", "cpu", "--facts", str(FIXTURES / "facts" / "nogpu.json"),
                      home=home, timeout=300)
     assert missing.returncode == 2 and "--offline needs --bundle FILE" in missing.stderr and not home.exists()
+
+
+def test_gpu_host_script_is_valid_bash_and_calls_existing_options():
+    """benchmarks/gpu_host_offline.sh runs only on a GPU host; here: it parses and its flags exist."""
+    import subprocess
+
+    from tasks import ns
+    script = ROOT / "benchmarks" / "gpu_host_offline.sh"
+    assert subprocess.run(["bash", "-n", str(script)]).returncode == 0
+    text = script.read_text()
+    setup = {a.names[0].replace("_", "-") for a in ns["setup"].get_arguments()}
+    assert {"offline", "bundle", "force-smoke"} <= setup and "REQUIRE_GPU=1" in text
+    for flag in ("--offline", "--bundle", "--force-smoke"):
+        assert flag in text
