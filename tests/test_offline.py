@@ -85,6 +85,10 @@ def test_bundle_then_offline_setup_over_the_host_torch(d2_env, tmp_path):
     guard.mkdir()
     (guard / "sitecustomize.py").write_text(NETGUARD)
     log = tmp_path / "net.log"
+    tried = subprocess.run([sys.executable, "-c", "import socket; socket.create_connection(('192.0.2.1', 80), 1)"],
+                           env={**os.environ, "PYTHONPATH": str(guard), "NETGUARD_LOG": str(tmp_path / "probe.log")},
+                           capture_output=True, text=True)
+    assert tried.returncode != 0 and "BLOCKED" in (tmp_path / "probe.log").read_text(), "the guard must refuse"
     home = tmp_path / "airgapped"
     offline = {"PYTHONPATH": str(guard), "NETGUARD_LOG": str(log), "PIP_NO_INDEX": "1", "PIP_FIND_LINKS": "",
                "PIP_EXTRA_INDEX_URL": "", "PIP_INDEX_URL": "http://192.0.2.1/unreachable"}
