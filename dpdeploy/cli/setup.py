@@ -23,6 +23,8 @@ def offline_bundle(s: Settings, resolved: Plan, machine: str, dry: bool) -> tupl
         return s, None
     if not s.bundle:
         raise SettingsError("--offline needs --bundle FILE (what `invoke bundle` wrote); next: pass --bundle")
+    if s.conda:
+        raise SettingsError("--offline installs a bundle of pip wheels, not a conda lock; next: drop --conda")
     bundle = Path(s.bundle).expanduser().resolve()
     lock = locks.load(common.load_matrix(s).profile(resolved.profile))
     manifest, digest = unpack.check(bundle, lock, resolved.python_version, machine, resolved.detectron2_commit)
