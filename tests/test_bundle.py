@@ -160,3 +160,15 @@ def test_gpu_host_script_is_valid_bash_and_calls_existing_options():
     assert {"offline", "bundle", "force-smoke"} <= setup and "REQUIRE_GPU=1" in text
     for flag in ("--offline", "--bundle", "--force-smoke"):
         assert flag in text
+
+
+def test_bundle_cli_plans_and_refuses_a_source_that_is_not_an_archive(tmp_path):
+    source = tmp_path / f"detectron2-{PIN}.tar.gz"
+    source.write_bytes(b"archive")
+    dry = invoke("bundle", "--profile", "host", "--out", str(tmp_path / "b.tar"), "--source", str(source), "--dry",
+                 home=tmp_path / "home", timeout=300)
+    assert dry.returncode == 0 and "would bundle env/locks/host.txt" in dry.stdout and not (tmp_path / "b.tar").exists()
+    bad = invoke("bundle", "--profile", "host", "--out", str(tmp_path / "b.tar"), "--source", str(tmp_path),
+                 home=tmp_path / "home", timeout=300)
+    assert bad.returncode == 2 and "needs the detectron2 source as an archive" in bad.stderr
+    assert bad.stderr.strip().count("\n") == 0 and not (tmp_path / "b.tar").exists()
