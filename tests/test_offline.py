@@ -101,7 +101,8 @@ def test_bundle_then_offline_setup_over_the_host_torch(d2_env, tmp_path):
 
     [run] = (home / "runs").iterdir()
     env_log = (run / "logs" / "env.log").read_text()
-    assert "--no-index" in env_log and "Collecting torch" not in env_log and "torch-" not in env_log
+    assert "--no-index --find-links" in done.stdout and f"Looking in links: {home}/bundles/" in env_log
+    assert "Collecting torch" not in env_log and "torch-" not in env_log
     steps = {s["name"]: s for s in json.loads((run / "steps.json").read_text())}
     assert steps["smoke"]["status"] == "done", steps["smoke"].get("output", "")[-3000:]
     assert steps["weights"]["status"] == "skipped"   # the generated file is not trusted on its own
