@@ -174,3 +174,18 @@ def test_bundle_cli_plans_and_refuses_a_source_that_is_not_an_archive(tmp_path):
                  home=tmp_path / "home", timeout=300)
     assert bad.returncode == 2 and "needs the detectron2 source as an archive" in bad.stderr
     assert bad.stderr.strip().count("\n") == 0 and not (tmp_path / "b.tar").exists()
+
+
+def test_offline_weights_step_never_calls_the_zoo_without_bundled_weights(tmp_path, host_lock, matrix, monkeypatch):
+    from dpdeploy.inference import weights as w
+    from dpdeploy.steps import weights as weights_step
+
+    from .deployed import context
+
+    bundle = bundle_of(tmp_path, host_lock, weights=False)
+    manifest, digest = unpack.check(bundle, host_lock, "3.11.7", "x86_64", PIN)
+    ctx, lines = context(matrix, tmp_path)
+    ctx.bundle = unpack.unpack(bundle, manifest, digest, tmp_path / "home")
+    monkeypatch.setattr(w, "fetch", lambda *a, **kw: pytest.fail("offline: the weights step must not fetch"))
+    done = weights_step.run(ctx)
+    assert done.status == "skipped" and "offline, and the bundle holds no weights" in done.output
