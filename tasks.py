@@ -3,8 +3,8 @@ from pathlib import Path
 
 from invoke import Collection
 
-from dpdeploy.cli import (build, dev, docker, docs, doctor, env, facts, lock, plan, predict, provision, report,
-    setup, smoke, testext, verify, weights)
+from dpdeploy.cli import (build, bundle, dev, docker, docs, doctor, env, facts, lock, plan, predict, provision,
+    report, setup, smoke, testext, verify, weights)
 from dpdeploy.cli.common import check_project_config
 from dpdeploy.plan.settings import DEFAULTS
 
@@ -12,6 +12,6 @@ check_project_config(str(Path(__file__).resolve().parent))  # invoke loads invok
 
 ns = Collection(facts.facts, plan.plan, setup.setup, env.env, lock.lock, build.build, weights.weights,
                 predict.predict, smoke.smoke, report.report, doctor.doctor, verify.verify, provision.provision,
-                docs.docs, testext.testext, dev.test)
+                docs.docs, testext.testext, dev.test, bundle.bundle)
 ns.add_collection(docker.ns)
 ns.configure({"dpdeploy": dict(DEFAULTS)})

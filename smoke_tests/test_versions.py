@@ -29,11 +29,17 @@ def lock_pins(text: str) -> dict[str, str]:
     return pins
 
 
-def test_torch_and_torchvision_match_plan_and_matrix(plan, matrix):
+def test_torch_and_torchvision_match_plan_and_matrix(plan, matrix, prefix):
     import torch
     import torchvision
 
     profile = matrix["profiles"][plan["profile"]]
+    if profile.get("host"):   # the host's own torch, as the plan read it (the matrix holds the floor)
+        assert torch.__version__ == plan["torch"] and torchvision.__version__ == plan["torchvision"]
+        host_dirs = read_stamp(env_stamp, prefix).host_site_packages
+        assert any(torch.__file__.startswith(d.rstrip("/") + "/") for d in host_dirs), \
+            f"torch imported from {torch.__file__}, not from the host ({', '.join(host_dirs)})"
+        return
     assert base_version(torch.__version__) == plan["torch"] == profile["torch"]
     assert base_version(torchvision.__version__) == plan["torchvision"] == profile["torchvision"]
     if plan["cuda"]:
@@ -47,7 +53,9 @@ def test_installed_packages_match_the_lock(prefix):
     lock = Path(stamp.lock) if Path(stamp.lock).is_absolute() else REPO / stamp.lock
     text = lock.read_text(encoding="utf-8")
     assert hashlib.sha256(text.encode()).hexdigest() == stamp.lock_sha256, f"{lock} changed since the env was made"
-    installed = {canonicalize_name(d.metadata["Name"]): d.version for d in md.distributions()}
+    installed = {}
+    for dist in md.distributions():   # the first along the import path is what is imported (a host env's own)
+        installed.setdefault(canonicalize_name(dist.metadata["Name"]), dist.version)
     wrong = {name: (want, installed.get(name)) for name, want in lock_pins(text).items()
              if base_version(installed.get(name) or "") != base_version(want)}
     assert not wrong, "lock pin != installed (want, have): " + ", ".join(f"{n} {w}" for n, w in sorted(wrong.items()))

@@ -15,7 +15,7 @@ LAYERS = {
     3: {"envs", "state"},                 # locks and envs; the state root's lock and debris
     4: {"build", "diagnose"},             # the build; live checks, log signatures, drift
     5: {"inference", "container"},
-    6: {"ui"},
+    6: {"ui", "bundle"},                  # terminal output; offline bundles (make, check, unpack)
     7: {"report"},
     8: {"steps"},
     9: {"cli"},

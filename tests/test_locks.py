@@ -12,11 +12,12 @@ from dpdeploy.runner import Completed
 from .conftest import ROOT
 
 PYPI_PROFILES = ("cu130", "cpu")
+HOST_PROFILE = "host"   # the runtime and build pins over a host's own torch (pip only)
 UNREACHABLE = lambda url: f"{url} is unreachable (test)"  # noqa: E731
 REACHABLE = lambda url: None  # noqa: E731
 
 
-@pytest.mark.parametrize("name", PYPI_PROFILES)
+@pytest.mark.parametrize("name", PYPI_PROFILES + (HOST_PROFILE,))
 def test_committed_lock_agrees_with_matrix(matrix, name):
     profile = matrix.profile(name)
     lock = locks.load(profile)
@@ -27,6 +28,17 @@ def test_committed_lock_agrees_with_matrix(matrix, name):
     assert f"invoke lock --profile {name}" in text.splitlines()[1]
     # every package is hash-pinned, and nothing is left unpinned
     assert text.count("==") == len(lock.pins) and "--hash=sha256:" in text
+
+
+def test_host_lock_leaves_torch_to_the_host(matrix):
+    """The host lock installs what DensePose needs beyond the host's torch, never a torch of its own."""
+    lock = locks.load(matrix.profile(HOST_PROFILE))
+    assert not {"torch", "torchvision"} & set(lock.pins)
+    assert not any(name.startswith("nvidia-") for name in lock.pins)
+    assert {"numpy", "fvcore", "ninja"} <= set(lock.pins)
+    assert not (ROOT / condaenv.environment_path(HOST_PROFILE)).exists()
+    with pytest.raises(locks.LockError, match="host profile"):
+        lockall.lock_conda(matrix, HOST_PROFILE, "3.11", dry=True)
 
 
 @pytest.mark.parametrize("name", PYPI_PROFILES)
@@ -117,8 +129,8 @@ def test_lock_all_skips_unreachable_indexes(matrix, tmp_path):
     runner = lambda argv, **kw: ran.append(argv[-1]) or Completed(tuple(argv), 0, "x==1 \\\n", "")  # noqa: E731
     results = lockall.lock_pip(matrix, "", "3.11", runner=runner, reach=UNREACHABLE, root=tmp_path)
     assert {r.profile: r.status for r in results} == {"cu130": "locked", "cu126": "skipped", "cpu": "locked",
-                                                     "cpu-slim": "skipped"}
-    assert ran == ["env/locks/cu130.in", "env/locks/cpu.in"]
+                                                     "cpu-slim": "skipped", "host": "locked"}
+    assert ran == ["env/locks/cu130.in", "env/locks/cpu.in", "env/locks/host.in"]
     assert (tmp_path / "env/environment-cu126.yml").exists() and (tmp_path / "env/virtual-packages.yml").exists()
 
 

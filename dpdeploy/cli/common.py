@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import sys
 from typing import Any, Iterator
 
@@ -9,18 +10,20 @@ from invoke import Exit
 
 from dpdeploy.plan import matrix as matrix_mod
 from dpdeploy.ui import render
+from dpdeploy.bundle.make import BundleError
 from dpdeploy.host.facts import Facts, FactsError
 from dpdeploy.envs.lockfile import LockError
 from dpdeploy.plan.matrix import Matrix, MatrixError
 from dpdeploy.plan.resolve import STEP_NAMES, Plan, PlanError, resolve
 from dpdeploy.inference.predict import PredictError
+from dpdeploy.host import pytorch
 from dpdeploy.host.probe import load_nvml, probe, probe_gpus
 from dpdeploy.runner import run as run_command
 from dpdeploy.plan.settings import Settings, SettingsError, check_project_file, resolve as resolve_settings
 from dpdeploy.records.terminal import command_line
 from dpdeploy.state.lock import Busy, Interrupted, Unusable, hold, signals_raise
 
-USER_ERRORS = (MatrixError, FactsError, SettingsError, PlanError, LockError, PredictError, Busy, Unusable)
+USER_ERRORS = (MatrixError, FactsError, SettingsError, PlanError, LockError, PredictError, BundleError, Busy, Unusable)
 NO_WAIT_HELP = "When another command holds the state root, exit 2 at once (default: wait for it)."
 
 
@@ -41,9 +44,12 @@ def check_project_config(folder: str) -> None:
 
 
 def facts(s: Settings) -> Facts:
-    if s.facts:
-        return Facts.load(s.facts)
-    return probe(disk_path=s.prefix or str(s.home_path), nvml=load_nvml())
+    """Recorded or probed; for a host profile with the torch of --python asked from it."""
+    found = Facts.load(s.facts) if s.facts else probe(disk_path=s.prefix or str(s.home_path), nvml=load_nvml())
+    chosen = load_matrix(s).profiles.get(s.profile)
+    if chosen is not None and chosen.host and s.python and found.host_torch is None:
+        found = dataclasses.replace(found, host_torch=pytorch.probe(s.python))
+    return found
 
 
 def load_matrix(s: Settings) -> Matrix:

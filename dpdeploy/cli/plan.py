@@ -12,13 +12,15 @@ PLAN_HELP = {
     "prefix": "Where the environment goes (default <state root>/envs/<profile>).",
     "max_jobs": "Parallel compiler jobs (default: from RAM and cores).",
 }
+PYTHON_HELP = "Interpreter for the env; with --profile host, the one whose torch and torchvision are used."
 
 
-@task(help=PLAN_HELP)
+@task(help={**PLAN_HELP, "python": PYTHON_HELP})
 def plan(c, json: bool = False, facts: str = "", profile: str = "", arch_list: str = "",
-         prefix: str = "", max_jobs: int = 0) -> None:
+         prefix: str = "", max_jobs: int = 0, python: str = "") -> None:
     """Resolve the plan: profile, arch list, toolchain, paths, steps, and why."""
     with common.user_errors(json):
-        s = common.settings(c, facts=facts, profile=profile, arch_list=arch_list, prefix=prefix, max_jobs=max_jobs)
+        s = common.settings(c, facts=facts, profile=profile, arch_list=arch_list, prefix=prefix, max_jobs=max_jobs,
+                            python=python)
         _, resolved = common.plan(s)
         print(render.to_json(resolved) if json else render.plan_text(resolved))

@@ -18,11 +18,13 @@ from packaging.markers import Marker
 from dpdeploy import paths
 from dpdeploy.diagnose.checks import Check, arch_check, env_missing, env_python, read_build_stamp
 from dpdeploy.envs.lockfile import LockError, Pin, normalize, parse_lock
+from dpdeploy.envs.site import HOST_PTH, EnvError, host_dirs, torch_info
 from dpdeploy.host.facts import Facts
 from dpdeploy.fsutil import sha256_file
 from dpdeploy.plan.matrix import Matrix
 from dpdeploy.plan.resolve import Plan
-from dpdeploy.records import build_stamp
+from dpdeploy.records import build_stamp, env_stamp
+from dpdeploy.records.schema import RecordError
 from dpdeploy.records.build_stamp import BuildStamp
 from dpdeploy.runner import Runner, run
 
@@ -72,11 +74,14 @@ def installed(prefix: str, runner: Runner = run) -> Optional[EnvListing]:
         return None
 
 
-def compare(locked: dict[str, frozenset[str]], present: list[tuple[str, str]]) -> tuple[list[str], list[str]]:
-    """(differences, extras): lock entries missing or at another version; unlocked extras."""
+def compare(locked: dict[str, frozenset[str]], present: list[tuple[str, str]],
+            host: bool = False) -> tuple[list[str], list[str]]:
+    """(differences, extras): lock entries missing or at another version; unlocked extras. In a
+    host-torch env the first copy along the import path counts (the env's own shadows the host's)."""
     found: dict[str, set[str]] = {}
     for name, version in present:
-        found.setdefault(normalize(name), set()).add(version)
+        if not (host and normalize(name) in found):
+            found.setdefault(normalize(name), set()).add(version)
     diffs = []
     for name in sorted(locked):
         want = locked[name]
@@ -102,23 +107,24 @@ class PackageDrift:
     extras: list[str]            # installed, not locked (reported, never removed)
 
 
-def package_drift(prefix: str, lock_text: str, lock_name: str, runner: Runner = run) -> Optional[PackageDrift]:
+def package_drift(prefix: str, lock_text: str, lock_name: str, runner: Runner = run,
+                  host: bool = False) -> Optional[PackageDrift]:
     """Compare the env's distributions with the lock; None when the env cannot list them.
     LockError when the lock cannot be parsed."""
     listing = installed(prefix, runner)
     if listing is None:
         return None
     locked = applicable(parse_lock(lock_text, lock_name), listing.marker_env)
-    diffs, extras = compare(locked, listing.dists)
+    diffs, extras = compare(locked, listing.dists, host)
     return PackageDrift(len(locked), diffs, frozenset(d.split(":", 1)[0] for d in diffs), extras)
 
 
-def packages_checks(prefix: str, lock_path: Path, runner: Runner = run) -> list[Check]:
+def packages_checks(prefix: str, lock_path: Path, runner: Runner = run, host: bool = False) -> list[Check]:
     if not lock_path.is_file():
         return [Check("packages", "fail", f"no lock file at {lock_path}",
                       "verify compares the env with its lock", "invoke lock")]
     try:
-        drift = package_drift(prefix, lock_path.read_text(encoding="utf-8"), str(lock_path), runner)
+        drift = package_drift(prefix, lock_path.read_text(encoding="utf-8"), str(lock_path), runner, host)
     except LockError as exc:
         return [Check("packages", "fail", exc.what, exc.why[0], exc.next_steps[0])]
     if drift is None:
@@ -132,12 +138,31 @@ def packages_checks(prefix: str, lock_path: Path, runner: Runner = run) -> list[
         if diffs else
         Check("packages", "ok", f"all {locked} locked packages installed at their locked versions")
     ]
+    if host:   # the host's own packages (torch and the rest of the image) are beyond the lock by design
+        checks.append(Check("extra-packages", "ok", f"{len(extras)} packages beyond the lock, the host's own",
+                            details=tuple(extras)))
+        return checks
     checks.append(
         Check("extra-packages", "warn", f"{len(extras)} installed packages are not in the lock",
               "someone installed them by hand; they may shadow or upgrade locked ones",
               "invoke env", tuple(extras))
         if extras else Check("extra-packages", "ok", "no packages beyond the lock"))
     return checks
+
+
+def host_torch_check(prefix: str, made: env_stamp.EnvStamp) -> Check:
+    """A host-torch env: the host's folders are still there and its torch is the one the env was made over."""
+    gone = [str(d) for d in host_dirs(prefix) if not d.is_dir()]
+    try:
+        now = torch_info(prefix).torch
+    except EnvError as err:
+        now = f"none ({err})"
+    redo = f"invoke setup --profile host --python {made.host_python}"
+    if gone or now != made.torch:
+        what = f"host folders gone: {', '.join(gone)}" if gone else \
+            f"the host torch is now {now}, the env was made over {made.torch}"
+        return Check("host-torch", "fail", what, f"{made.host_python}'s packages changed under the env", redo)
+    return Check("host-torch", "ok", f"torch {now} of {made.host_python} (through {HOST_PTH})")
 
 
 def commit_check(stamp: Optional[BuildStamp], matrix: Matrix, prefix: str) -> Check:
@@ -213,7 +238,14 @@ def verify(facts: Facts, plan: Plan, matrix: Matrix, lock_path: Optional[Path] =
         result.checks.append(env_missing("env", plan.prefix, status="fail"))
         return result
     result.checks.append(Check("env", "ok", f"env at {plan.prefix}"))
-    result.checks += packages_checks(plan.prefix, lock, runner)
+    try:
+        made = env_stamp.read(plan.prefix)
+    except RecordError:
+        made = None
+    host = made is not None and bool(made.host_python)
+    result.checks += packages_checks(plan.prefix, lock, runner, host)
+    if host:
+        result.checks.append(host_torch_check(plan.prefix, made))
     stamp, problems = read_build_stamp(plan.prefix)
     result.checks += problems
     result.checks.append(commit_check(stamp, matrix, plan.prefix))

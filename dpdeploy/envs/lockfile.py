@@ -110,9 +110,10 @@ def local_label(profile: Profile) -> str:
 
 
 def pins(matrix: Matrix, profile: Profile, toolchain: bool = True) -> dict[str, str]:
-    """Every exact pin of the profile's env, in input order: torch, runtime, build tools, CUDA toolchain."""
+    """Every exact pin of the profile's env, in input order: torch, runtime, build tools, CUDA toolchain
+    (a host profile's torch is the host's: its lock holds the rest)."""
     label = local_label(profile)
-    out = {"torch": profile.torch + label, "torchvision": profile.torchvision + label}
+    out = {} if profile.host else {"torch": profile.torch + label, "torchvision": profile.torchvision + label}
     out.update(matrix.runtime)
     out.update(matrix.build_tools)
     if profile.is_cuda and toolchain:

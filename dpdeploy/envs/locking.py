@@ -15,9 +15,10 @@ from dpdeploy.runner import Runner, run
 
 
 def render_conda_inputs(matrix: Matrix, python_version: str, root: Path = paths.ROOT) -> list[str]:
-    """env/environment-<profile>.yml for every profile and env/virtual-packages.yml (pure renders)."""
+    """env/environment-<profile>.yml for every profile but host ones (a conda env brings its own torch)
+    and env/virtual-packages.yml (pure renders)."""
     written = []
-    for profile in matrix.profiles.values():
+    for profile in (p for p in matrix.profiles.values() if not p.host):
         path = condaenv.environment_path(profile.name)
         atomic_write_text(root / path, condaenv.render_environment(matrix, profile, python_version))
         written.append(str(path))
@@ -47,7 +48,10 @@ def lock_conda(matrix: Matrix, only: str, python_version: str, *, dry: bool = Fa
                reach: Reach = reachable, which: Callable[[str], Optional[str]] = shutil.which,
                root: Path = paths.ROOT) -> list[LockResult]:
     """conda-lock each profile's environment yml (fails fast without conda-lock or the channel)."""
-    names = [matrix.profile(only).name] if only else list(matrix.profiles)
+    names = [matrix.profile(only).name] if only else [n for n, p in matrix.profiles.items() if not p.host]
+    if any(matrix.profile(n).host for n in names):
+        raise LockError(f"no conda lock for the host profile {only}", ["it uses the torch of the interpreter given "
+                        "with --python"], [f"lock it with pip: `invoke lock --profile {only}`"])
     commands = {name: condaenv.lock_argv(matrix, name) for name in names}
     if dry:
         return [LockResult(n, "planned", " ".join(argv), str(condaenv.lockfile_path(n))) for n, argv in commands.items()]

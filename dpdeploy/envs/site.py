@@ -1,10 +1,14 @@
 """What an env holds, read from its files without running its interpreter: its site-packages
-and the torch installed there (version and the CUDA it was built with)."""
+(with the host folders a host-torch env overlays, listed in its ``_dpdeploy_host.pth``) and the
+torch it imports (version and the CUDA it was built with)."""
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
 from pathlib import Path
+
+
+HOST_PTH = "_dpdeploy_host.pth"   # in a host-torch env's site-packages: one host folder a line
 
 
 class EnvError(Exception):
@@ -19,10 +23,26 @@ class TorchInfo:
 
 
 def site_packages_dirs(prefix: str | Path) -> list[Path]:
-    """Every site-packages folder of the env (lib/pythonX.Y; lib64 too on some systems)."""
+    """Every site-packages folder the env imports from, its own first (lib/pythonX.Y; lib64 too on
+    some systems), then the host folders of a host-torch env."""
     root = Path(prefix)
-    return sorted(p for p in [*root.glob("lib/python3*/site-packages"), *root.glob("lib64/python3*/site-packages")]
-                  if p.is_dir())
+    own = sorted(p for p in [*root.glob("lib/python3*/site-packages"), *root.glob("lib64/python3*/site-packages")]
+                 if p.is_dir())
+    return own + [h for h in host_dirs(prefix) if h.is_dir() and h not in own]
+
+
+def host_dirs(prefix: str | Path) -> list[Path]:
+    """The host folders a host-torch env overlays (empty for an env with its own torch)."""
+    out = []
+    for pth in sorted(Path(prefix).glob(f"lib/python3*/site-packages/{HOST_PTH}")):
+        out += [Path(line) for line in pth.read_text(encoding="utf-8").splitlines()
+                if line.strip() and not line.startswith(("#", "import"))]
+    return out
+
+
+def _find(prefix: str | Path, rel: str) -> Path | None:
+    """The first ``rel`` (e.g. torch/version.py) along the env's import path."""
+    return next((d / rel for d in [site_packages(prefix), *site_packages_dirs(prefix)] if (d / rel).is_file()), None)
 
 
 def site_packages(prefix: str | Path) -> Path:
@@ -36,9 +56,10 @@ def site_packages(prefix: str | Path) -> Path:
 def torch_info(prefix: str | Path) -> TorchInfo:
     """Python major.minor and torch's version / CUDA version, from ``torch/version.py``."""
     site = site_packages(prefix)
-    version_py = site / "torch" / "version.py"
-    if not version_py.is_file():
-        raise EnvError(f"torch is not installed in {prefix} (no {version_py}); next: run `invoke env` first")
+    version_py = _find(prefix, "torch/version.py")
+    if version_py is None:
+        raise EnvError(f"torch is not installed in {prefix} (no {site / 'torch' / 'version.py'}); "
+                       "next: run `invoke env` first")
     text = version_py.read_text(encoding="utf-8")
     version = re.search(r"^__version__\s*=\s*'([^']+)'", text, re.M)
     cuda = re.search(r"^cuda(?::[^=]*)?=\s*(?:'([^']*)'|None)", text, re.M)
@@ -48,7 +69,9 @@ def torch_info(prefix: str | Path) -> TorchInfo:
 
 def torchvision_version(prefix: str | Path) -> str:
     """torchvision's version from its ``version.py``; "" when it is not installed."""
-    version_py = site_packages(prefix) / "torchvision" / "version.py"
+    version_py = _find(prefix, "torchvision/version.py")
+    if version_py is None:
+        return ""
     try:
         match = re.search(r"^__version__\s*=\s*'([^']+)'", version_py.read_text(encoding="utf-8"), re.M)
     except OSError:

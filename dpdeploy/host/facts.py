@@ -45,6 +45,20 @@ class CudaToolkit:
 
 
 @dataclass(frozen=True)
+class HostTorch:
+    """The torch an existing interpreter has (``--profile host``), as that interpreter reports it."""
+
+    python: str                 # the interpreter asked (--python)
+    python_version: str         # "" when it did not run
+    torch: str = ""             # torch.__version__; "" when torch cannot be imported
+    torchvision: str = ""
+    cuda: str = ""              # torch.version.cuda; "" for a CPU-only build
+    arch_list: tuple[str, ...] = ()       # the archs torch was compiled for: sm_80 ... compute_90
+    site_packages: tuple[str, ...] = ()   # where its packages are (the host env overlays them)
+    error: str = ""             # why torch or torchvision could not be imported
+
+
+@dataclass(frozen=True)
 class Facts:
     os_id: str  # "debian", "ubuntu", ...
     os_version: str  # "12", "24.04"
@@ -63,6 +77,7 @@ class Facts:
     gpus: tuple[Gpu, ...] = ()
     gpu_source: Optional[str] = None  # "nvml", "nvidia-smi" or None
     notes: tuple[str, ...] = field(default=())
+    host_torch: Optional[HostTorch] = None  # only for a host-profile plan
     schema: int = SCHEMA
 
     @property

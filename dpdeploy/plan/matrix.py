@@ -56,6 +56,7 @@ class Profile:
     min_driver: Optional[str]
     disk_mib: int
     arch_list: str  # full TORCH_CUDA_ARCH_LIST for GPU-less builds ("" for CPU profiles)
+    host: bool = False  # uses the torch of --python; torch/torchvision are then the oldest accepted
 
     @property
     def is_cuda(self) -> bool:
@@ -172,7 +173,10 @@ def _profile(r: _Reader, name: str, node: Mapping[str, Any]) -> Profile:
         min_driver=min_driver,
         disk_mib=r.get(node, "disk_mib", where, int),
         arch_list=r.get(node, "arch_list", where, str, optional=cuda is None) or "",
+        host=bool(r.get(node, "host", where, bool, optional=True)),
     )
+    if profile.host and cuda is not None:
+        raise r.fail(f"{where}.cuda", "must be null for a host profile (the host torch's CUDA is read from it)")
     if cuda is not None:
         try:
             archs = parse_arch_list(profile.arch_list)
@@ -230,6 +234,9 @@ def parse(data: Any, path: str = "<matrix>") -> Matrix:
     for name in (*auto_gpu, auto_no_gpu):
         if name not in profiles:
             raise r.fail("auto", f"names unknown profile {name!r}")
+    for name in (*auto_gpu, auto_no_gpu):
+        if profiles[name].host:
+            raise r.fail("auto", f"{name!r} is a host profile: it needs --python, so it is only chosen by name")
     for name in auto_gpu:
         if not profiles[name].is_cuda:
             raise r.fail("auto.gpu", f"{name!r} is not a CUDA profile")

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from dpdeploy.host.facts import Facts, Tool
+from dpdeploy.plan import hosttorch
 from dpdeploy.plan.driver import new_enough
 from dpdeploy.plan.matrix import Matrix, Profile, parse_arch_list, version_tuple
 from dpdeploy.plan.settings import Settings
@@ -138,6 +139,9 @@ def _reject(profile: Profile, facts: Facts, matrix: Matrix, settings: Settings, 
             f"needs {profile.disk_mib // 1024} GiB free at {facts.disk_path}, has {facts.disk_free_mib // 1024} GiB",
             "free disk space or choose another prefix with --prefix",
         )
+    if profile.host:
+        found = hosttorch.rejection(profile, facts, settings.python)
+        return _Rejection(*found) if found else None
     python, why = pick_python(profile, facts, settings.python)
     if python is None:
         return _Rejection(why, f"install Python {profile.python_max} (e.g. apt install python3 python3-venv)")
@@ -177,32 +181,33 @@ def _reject(profile: Profile, facts: Facts, matrix: Matrix, settings: Settings, 
     return None
 
 
-def _toolchain(profile: Profile, facts: Facts, matrix: Matrix, prefix: str) -> tuple[Toolchain, list[str]]:
-    max_gcc = matrix.max_gcc(profile.cuda) if profile.is_cuda else None
+def _toolchain(cuda: Optional[str], facts: Facts, matrix: Matrix, prefix: str) -> tuple[Toolchain, list[str]]:
+    """The compilers for a build of CUDA ``cuda`` kernels (None: a CPU-only build)."""
+    max_gcc = matrix.max_gcc(cuda) if cuda else None
     gcc, _ = pick_gcc(facts, max_gcc)
     if gcc is None:  # a host that runs an env built elsewhere (a runtime image): only the build refuses
         reasons = ["compiler: none found; the build step refuses, predict/smoke/verify run an env built already"]
     else:
-        limit = f", nvcc {profile.cuda} accepts gcc <= {max_gcc}" if max_gcc else ""
+        limit = f", nvcc {cuda} accepts gcc <= {max_gcc}" if max_gcc else ""
         reasons = [f"compiler: gcc {gcc.version} ({gcc.path}){limit}"]
     cuda_home = source = None
-    if profile.is_cuda:
+    if cuda:
         sys_cuda = facts.cuda
-        same = sys_cuda is not None and version_tuple(sys_cuda.nvcc.version)[:2] == version_tuple(profile.cuda)[:2]
+        same = sys_cuda is not None and version_tuple(sys_cuda.nvcc.version)[:2] == version_tuple(cuda)[:2]
         if same and sys_cuda.has_library_headers:
             cuda_home, source = sys_cuda.home, "system"
             reasons.append(f"CUDA_HOME={cuda_home}: system CUDA {sys_cuda.nvcc.version} "
-                           f"matches torch's CUDA {profile.cuda}")
+                           f"matches torch's CUDA {cuda}")
         else:
             cuda_home, source = str(Path(prefix) / "cuda"), "pypi"
             if sys_cuda is None:
                 why = "no system CUDA toolkit"
             elif not same:
-                why = f"system CUDA {sys_cuda.nvcc.version} at {sys_cuda.home} differs from torch's CUDA {profile.cuda}"
+                why = f"system CUDA {sys_cuda.nvcc.version} at {sys_cuda.home} differs from torch's CUDA {cuda}"
             else:
                 why = f"system CUDA at {sys_cuda.home} lacks library headers (cusparse.h)"
             reasons.append(f"CUDA_HOME={cuda_home}: {why}; "
-                           f"using PyPI's CUDA {profile.cuda} toolchain wheels in the env")
+                           f"using PyPI's CUDA {cuda} toolchain wheels in the env")
     if gcc is None:
         return Toolchain("", "", "", cuda_home, source, max_gcc), reasons
     return Toolchain(gcc.path, _cxx_for(gcc.path), gcc.version, cuda_home, source, max_gcc), reasons
@@ -262,11 +267,19 @@ def resolve(facts: Facts, matrix: Matrix, settings: Settings) -> Plan:
         reasons.insert(0, f"{chosen.name}: first profile whose driver and GPU range fit "
                           f"({gpus}; driver {facts.driver_version})")
     prefix = settings.prefix or str(Path(home) / "envs" / chosen.name)
-    python, _ = pick_python(chosen, facts, settings.python)
+    host = facts.host_torch if chosen.host else None
+    if host is not None:
+        python = Tool(settings.python, host.python_version)
+        reasons.append(f"host torch {host.torch} (CUDA {host.cuda or 'none'}; archs {' '.join(host.arch_list) or 'none'})"
+                       f" and torchvision {host.torchvision} of {settings.python}: used as they are, not installed")
+    else:
+        python, _ = pick_python(chosen, facts, settings.python)
     reasons.append(f"python: {python.version} ({python.path}) within {chosen.python_min}-{chosen.python_max}")
+    cuda = (host.cuda or None) if host is not None else chosen.cuda
+    build_cuda = chosen.is_cuda or bool(cuda and (facts.gpus or hosttorch.system_nvcc_for(facts, cuda)))
 
     arch_list = ""
-    if chosen.is_cuda:
+    if build_cuda:
         if settings.arch_list:
             arch_list = ";".join(a + ("+PTX" if ptx else "") for a, ptx in parse_arch_list(settings.arch_list))
             reasons.append(f"TORCH_CUDA_ARCH_LIST={arch_list} from {settings.origins.get('arch_list')}")
@@ -274,13 +287,16 @@ def resolve(facts: Facts, matrix: Matrix, settings: Settings) -> Plan:
             arch_list = arch_list_for([g.compute_capability for g in facts.gpus])
             reasons.append(f"TORCH_CUDA_ARCH_LIST={arch_list}: exactly the GPUs present, +PTX on the highest")
         else:
-            arch_list = chosen.arch_list
-            reasons.append(f"TORCH_CUDA_ARCH_LIST={arch_list}: no GPU visible, so {chosen.name}'s full list")
+            arch_list = hosttorch.arch_list_of(host.arch_list) if host is not None else chosen.arch_list
+            whose = "the host torch" if host else chosen.name
+            reasons.append(f"TORCH_CUDA_ARCH_LIST={arch_list}: no GPU visible, so {whose}'s full list")
             warnings.append("no GPU on this host: CUDA kernels are built but DensePose will run on the CPU here")
     else:
         reasons.append("CPU-only detectron2 build (no CUDA kernels)")
+        if cuda:
+            warnings.append(f"no CUDA {cuda} nvcc here: detectron2 is built without CUDA kernels for the host's CUDA torch")
 
-    toolchain, tool_reasons = _toolchain(chosen, facts, matrix, prefix)
+    toolchain, tool_reasons = _toolchain(cuda if build_cuda else None, facts, matrix, prefix)
     reasons.extend(tool_reasons)
     if not toolchain.cc:
         warnings.append("no C/C++ compiler: the build step will refuse (apt install build-essential)")
@@ -292,20 +308,20 @@ def resolve(facts: Facts, matrix: Matrix, settings: Settings) -> Plan:
     if not chosen.on_pypi:
         warnings.append(f"{chosen.name} installs from {chosen.index}: that index must be reachable")
 
-    device = "cuda" if chosen.is_cuda and facts.gpus else "cpu"
+    device = "cuda" if cuda and facts.gpus else "cpu"
     return Plan(
         profile=chosen.name,
         summary=chosen.summary,
-        torch=chosen.torch,
-        torchvision=chosen.torchvision,
-        cuda=chosen.cuda,
+        torch=host.torch if host else chosen.torch,
+        torchvision=host.torchvision if host else chosen.torchvision,
+        cuda=cuda,
         min_driver=chosen.min_driver,
         index=chosen.index,
         device=device,
         gpus=tuple({"index": g.index, "name": g.name, "compute_capability": g.compute_capability}
                    for g in facts.gpus),
         torch_cuda_arch_list=arch_list,
-        force_cuda=chosen.is_cuda,
+        force_cuda=build_cuda,
         max_jobs=jobs,
         python=python.path,
         python_version=python.version,

@@ -41,6 +41,8 @@ DEFAULTS: dict[str, Any] = {
     "allow_unpinned": False,  # build a detectron2 source whose commit is not the matrix's pin (recorded)
     "force_smoke": False,  # setup: run the smoke tests even when they passed on this env, build and weights
     "force_env": False,  # env step: remove and recreate the env instead of repairing drifted pins in place
+    "offline": False,    # setup: deploy from --bundle only; nothing is fetched (pip index off, no downloads)
+    "bundle": "",        # setup --offline: the archive `invoke bundle` wrote (wheels, source, weights, manifest)
 }
 
 

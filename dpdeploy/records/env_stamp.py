@@ -10,7 +10,7 @@ from pathlib import Path
 from dpdeploy.records import schema
 
 FILE = ".dpdeploy-env.json"
-VERSION = 1
+VERSION = 2   # 2: host_python, host_site_packages, bundle (a host-torch env; one made offline from a bundle)
 NEXT = "invoke env"
 
 
@@ -25,6 +25,9 @@ class EnvStamp:
     torch: str             # torch/torchvision as installed (read from the env's files)
     torchvision: str
     torch_cuda: str        # the CUDA torch was built with ("" for a CPU-only torch)
+    host_python: str = ""  # --profile host: the interpreter whose torch the env uses ("" = torch is in the env)
+    host_site_packages: tuple[str, ...] = ()  # the host folders the env sees (its _dpdeploy_host.pth)
+    bundle: str = ""       # sha256 of the `invoke bundle` manifest the env was installed from ("" = online)
 
 
 def path(prefix: os.PathLike | str) -> Path:

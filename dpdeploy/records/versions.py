@@ -34,6 +34,10 @@ def collect(prefix: str | Path, facts: dict | None = None) -> list[Version]:
         if env and attr == "torch_cuda" and not value:
             value = "none (CPU-only torch)"
         out.append(Version(name, value or "not recorded", env_src))
+    if env and env.host_python:
+        out.append(Version("torch from", f"the host: {env.host_python} (not installed by dpdeploy)", env_src))
+    if env and env.bundle:
+        out.append(Version("installed from", f"offline bundle, manifest sha256 {env.bundle[:16]}", env_src))
     try:
         built = build_stamp.read(prefix)
     except RecordError as err:

@@ -2,8 +2,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Optional
 
+from dpdeploy.bundle.unpack import Unpacked
 from dpdeploy.host.facts import Facts
 from dpdeploy.plan.matrix import Matrix
 from dpdeploy.plan.resolve import Plan
@@ -20,6 +21,7 @@ class StepContext:
     record: RunRecord | None
     dry: bool = False
     echo: Callable[[str], None] = print
+    bundle: Optional[Unpacked] = None   # setup --offline: what the bundle holds, unpacked and checked
 
 
 StepFn = Callable[[StepContext], StepResult]

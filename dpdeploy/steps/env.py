@@ -18,6 +18,7 @@ from typing import Callable, Optional
 from dpdeploy import paths
 from dpdeploy.diagnose.drift import PackageDrift, package_drift
 from dpdeploy.envs import conda as condaenv
+from dpdeploy.envs import hostenv
 from dpdeploy.envs import lockfile as locks
 from dpdeploy.envs.site import EnvError, torch_info, torchvision_version
 from dpdeploy.fsutil import atomic_write_json, atomic_write_text
@@ -44,10 +45,13 @@ class Wanted:
     lock_sha256: str
     profile: str
     python: str         # the interpreter version the plan chose (plan.python_version)
+    host_python: str = ""   # --profile host: the interpreter whose torch the env overlays
+    host_torch: str = ""    # and the torch it has (a changed host torch redoes the env)
 
     def matches(self, stamp: EnvStamp) -> bool:
         return (stamp.kind, stamp.lock_sha256, stamp.profile, stamp.python) == \
-            (self.kind, self.lock_sha256, self.profile, self.python)
+            (self.kind, self.lock_sha256, self.profile, self.python) and \
+            (not self.host_python or (stamp.host_python, stamp.torch) == (self.host_python, self.host_torch))
 
 
 def read_stamp(prefix: Path) -> EnvStamp | None:
@@ -107,8 +111,21 @@ def _pip_install(prefix: Path, requirements: Path, *extra: str) -> list[str]:
             "--progress-bar", "off", "--disable-pip-version-check", "-r", str(requirements)]
 
 
-def _pip_commands(python: str, prefix: Path, lock_file: Path) -> list[list[str]]:
-    return [[python, "-m", "venv", str(prefix)], _pip_install(prefix, lock_file)]
+def _offline(wheels: Optional[Path]) -> list[str]:
+    return ["--no-index", "--find-links", str(wheels)] if wheels else []
+
+
+def _pip_commands(python: str, prefix: Path, lock_file: Path, wheels: Optional[Path] = None) -> list[list[str]]:
+    """venv, then the hashed lock (``wheels``: offline, from that folder only, no index)."""
+    return [[python, "-m", "venv", str(prefix)], _pip_install(prefix, lock_file, *_offline(wheels))]
+
+
+def pip_env(offline: bool) -> dict[str, str]:
+    """pip's environment; offline: no pip config, index or find-links but the bundle's."""
+    if not offline:
+        return {**os.environ, "PIP_NO_INPUT": "1"}
+    kept = {k: v for k, v in os.environ.items() if not k.startswith("PIP_")}
+    return {**kept, "PIP_NO_INPUT": "1", "PIP_CONFIG_FILE": os.devnull, "PIP_NO_INDEX": "1"}
 
 
 def run(ctx: StepContext, reach: Reach = reachable, which: Callable[[str], Optional[str]] = shutil.which) -> StepResult:
@@ -131,17 +148,21 @@ def run(ctx: StepContext, reach: Reach = reachable, which: Callable[[str], Optio
                                       [f"interpreter {plan.python} ({plan.python_version})"],
                                       [f"pass --python with a Python {lock.python} interpreter, or run "
                                        f"`invoke lock --profile {profile.name} --python-version {py_mm}`"])
-            commands = _pip_commands(plan.python, prefix, lock_file)
+            bundle = ctx.bundle
+            commands = _pip_commands(plan.python, prefix, bundle.requirements if bundle else lock_file,
+                                     bundle.wheels if bundle else None)
             total = len(lock.pins)
     except locks.LockError as err:
         return _from_error(err)
     command = " && ".join(" ".join(c) for c in commands)
+    host = ctx.facts.host_torch if profile.host else None
     wanted = Wanted("conda" if ctx.settings.conda else "pip", lock_rel,
-                    hashlib.sha256(lock_file.read_bytes()).hexdigest(), profile.name, plan.python_version)
+                    hashlib.sha256(lock_file.read_bytes()).hexdigest(), profile.name, plan.python_version,
+                    host.python if host else "", host.torch if host else "")
     state = prefix_state(prefix, wanted)
     drift = None
     if state == "up-to-date" and wanted.kind == "pip":
-        drift = package_drift(str(prefix), lock_file.read_text(encoding="utf-8"), lock_rel)
+        drift = package_drift(str(prefix), lock_file.read_text(encoding="utf-8"), lock_rel, host=host is not None)
         state = "ours" if drift is None else state   # its interpreter cannot even list packages: redo
     if state == "up-to-date" and ctx.settings.force_env:
         state = "ours"
@@ -149,7 +170,7 @@ def run(ctx: StepContext, reach: Reach = reachable, which: Callable[[str], Optio
         if ctx.dry:
             return StepResult("env", "planned", command, output=f"would reinstall {len(drift.names)} drifted pin(s) "
                               f"from {lock_rel}: {'; '.join(drift.diffs)}")
-        return _repair(ctx, prefix, lock_file, lock_rel, drift)
+        return _repair(ctx, prefix, lock_file, lock_rel, drift, host is not None)
     if state == "up-to-date":
         return StepResult("env", "up-to-date", command, output=f"{prefix} matches {lock_rel}",
                           detail={"prefix": str(prefix), "lock_sha256": wanted.lock_sha256})
@@ -159,17 +180,18 @@ def run(ctx: StepContext, reach: Reach = reachable, which: Callable[[str], Optio
                         "choose another --prefix, or move that directory away yourself", command)
     if ctx.dry:
         what = "remove the unfinished env and " if state == "ours" else ""
-        return StepResult("env", "planned", command, output=f"would {what}create {prefix} from {lock_rel}")
+        over = f" over the torch of {host.python}" if host else ""
+        return StepResult("env", "planned", command, output=f"would {what}create {prefix} from {lock_rel}{over}")
     if wanted.kind == "conda":
         try:
             condaenv.preflight(matrix, which, reach)
         except locks.LockError as err:
             return _from_error(err, command)
-    return _create(ctx, prefix, state, wanted, commands, command, total)
+    return _create(ctx, prefix, state, wanted, commands, command, total, host.site_packages if host else ())
 
 
 def _create(ctx: StepContext, prefix: Path, state: str, wanted: Wanted, commands: list[list[str]],
-            command: str, total: int) -> StepResult:
+            command: str, total: int, host_site: tuple[str, ...] = ()) -> StepResult:
     if state == "ours":
         ctx.echo(f"    removing the unfinished or outdated env at {prefix}")
         shutil.rmtree(prefix)
@@ -182,11 +204,13 @@ def _create(ctx: StepContext, prefix: Path, state: str, wanted: Wanted, commands
     progress = _Progress(total, ctx.echo)
     for argv in commands:
         ctx.echo(f"    $ {' '.join(argv)}   (log: {log})")
-        rc = stream(argv, log_path=str(log), echo=progress, env={**os.environ, "PIP_NO_INPUT": "1"})
+        rc = stream(argv, log_path=str(log), echo=progress, env=pip_env(ctx.bundle is not None))
         if rc != 0:
             return StepResult("env", "failed", command, output=f"`{argv[0]} {' '.join(argv[1:3])}` exited {rc}; "
                               f"the env is left unstamped and is redone next time.\n{_tail(log)}",
                               detail={"log": str(log), "returncode": rc})
+        if wanted.host_python and "venv" in argv:
+            ctx.echo(f"    host packages: {hostenv.write_pth(prefix, host_site)}")
     if conda:
         atomic_write_json(prefix / MARKER, {"made_by": "dpdeploy", "created": time.time()})
     try:
@@ -196,19 +220,23 @@ def _create(ctx: StepContext, prefix: Path, state: str, wanted: Wanted, commands
                           detail={"log": str(log)})
     stamp = EnvStamp(kind=wanted.kind, lock=wanted.lock, lock_sha256=wanted.lock_sha256, profile=wanted.profile,
                      python=wanted.python, created=time.strftime("%Y-%m-%dT%H:%M:%S%z"), torch=torch.torch,
-                     torchvision=torchvision_version(prefix), torch_cuda=torch.torch_cuda)
+                     torchvision=torchvision_version(prefix), torch_cuda=torch.torch_cuda,
+                     host_python=wanted.host_python, host_site_packages=host_site,
+                     bundle=ctx.bundle.manifest_sha256 if ctx.bundle else "")
     env_stamp.write(prefix, stamp)  # last: only a finished env carries it
     return StepResult("env", "done", command, output=f"created {prefix} from {wanted.lock}",
                       detail={"prefix": str(prefix), "log": str(log), **stamp.__dict__})
 
 
-def _repair(ctx: StepContext, prefix: Path, lock_file: Path, lock_rel: str, drift: PackageDrift) -> StepResult:
-    """Reinstall the drifted pins in place, hash-checked, from the lock's own entries."""
+def _repair(ctx: StepContext, prefix: Path, lock_file: Path, lock_rel: str, drift: PackageDrift,
+            host: bool = False) -> StepResult:
+    """Reinstall the drifted pins in place, hash-checked, from the lock's own entries (offline: from
+    the bundle's wheels only)."""
     log = ctx.record.log_path("env") if ctx.record else prefix / LOG
     log.parent.mkdir(parents=True, exist_ok=True)
     subset = prefix / ".dpdeploy-repair.txt"
     atomic_write_text(subset, locks.subset(lock_file.read_text(encoding="utf-8"), set(drift.names)))
-    argv = _pip_install(prefix, subset, "--force-reinstall")
+    argv = _pip_install(prefix, subset, "--force-reinstall", *_offline(ctx.bundle.wheels if ctx.bundle else None))
     command = " ".join(argv)
     for line in drift.diffs:
         ctx.echo(f"    drift: {line}")
@@ -216,10 +244,10 @@ def _repair(ctx: StepContext, prefix: Path, lock_file: Path, lock_rel: str, drif
     smoke_pass.forget(prefix)
     try:
         rc = stream(argv, log_path=str(log), echo=_Progress(len(drift.names), ctx.echo),
-                    env={**os.environ, "PIP_NO_INPUT": "1"})
+                    env=pip_env(ctx.bundle is not None))
     finally:
         subset.unlink(missing_ok=True)
-    after = package_drift(str(prefix), lock_file.read_text(encoding="utf-8"), lock_rel)
+    after = package_drift(str(prefix), lock_file.read_text(encoding="utf-8"), lock_rel, host=host)
     if rc != 0 or after is None or after.diffs:
         left = "; ".join(after.diffs) if after else "the env cannot list its packages"
         return StepResult("env", "failed", command, output=f"repairing {len(drift.names)} drifted pin(s) failed "
@@ -253,7 +281,7 @@ def quick_check(settings, home: Path) -> Optional[StepResult]:
     if prefix_state(prefix, wanted) != "up-to-date":
         return None
     if not settings.conda:
-        drift = package_drift(str(prefix), path.read_text(encoding="utf-8"), wanted.lock)
+        drift = package_drift(str(prefix), path.read_text(encoding="utf-8"), wanted.lock, host=profile.host)
         if drift is None or drift.diffs:
             return None
     return StepResult("env", "up-to-date", output=f"{prefix} matches {wanted.lock}",

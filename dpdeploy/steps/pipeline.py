@@ -8,6 +8,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
+from dpdeploy.bundle.unpack import Unpacked
 from dpdeploy.host.facts import Facts
 from dpdeploy.plan.matrix import Matrix
 from dpdeploy.plan.resolve import Plan
@@ -46,7 +47,7 @@ def run_step(name: str, ctx: StepContext) -> StepResult:
 
 def run(facts: Facts, plan: Plan, settings: Settings, matrix: Matrix, *, kind: str = "setup",
         only: tuple[str, ...] = (), dry: bool = False, echo: Callable[[str], None] = print,
-        record: RunRecord | None = None) -> PipelineResult:
+        record: RunRecord | None = None, bundle: Unpacked | None = None) -> PipelineResult:
     """Run the plan's steps (``only``: a subset, in plan order); ``record`` is created here unless
     the caller made it (to tee the terminal into it). A dry run writes nothing."""
     if record is None and not dry:
@@ -59,7 +60,7 @@ def run(facts: Facts, plan: Plan, settings: Settings, matrix: Matrix, *, kind: s
         record.write("plan", plan)
         record.write("settings", dict(settings.values))
         record.write_result(outcome)
-    ctx = StepContext(plan, facts, settings, matrix, record, dry, echo)
+    ctx = StepContext(plan, facts, settings, matrix, record, dry, echo, bundle)
     try:
         for step in chosen:
             echo(f"==> {step.name}: {step.summary}")

@@ -21,6 +21,10 @@ def run(ctx: StepContext) -> StepResult:
     command = f"invoke weights --model {spec.name}" + (f" --from {source}" if source else "")
     if ctx.dry:
         return StepResult("weights", "planned", command, output=f"{spec.name} from {source or spec.url}")
+    if ctx.bundle is not None and ctx.bundle.weights is None:   # offline: never the zoo
+        message = UNAVAILABLE.format(reason="offline, and the bundle holds no weights")
+        ctx.echo(f"    !!! {message}")
+        return StepResult("weights", "skipped", command, output=message, detail={"model": spec.name, "weights": None})
     try:
         with transfer_bar(spec.name) as progress:
             got = w.fetch(ctx.plan.home, spec, source, ctx.settings.weights_timeout, progress,
