@@ -18,7 +18,7 @@ from dpdeploy.steps import env as env_step
 from dpdeploy.steps.context import StepContext
 
 from .conftest import facts_fixture, invoke
-from .deployed import FakeStream
+from .deployed import FakeStream, fake_install
 
 PY = "/opt/conda/bin/python"
 CU130_ARCHS = ["sm_75", "sm_80", "sm_86", "sm_90", "sm_100", "sm_120"]
@@ -117,6 +117,7 @@ def test_env_overlays_the_host_packages_and_records_them(matrix, tmp_path, monke
     def stream(argv, **kw):   # venv makes bin/python and site-packages; pip installs no torch into a host env
         if "pip" in argv:
             fake.calls.append(list(argv))
+            fake_install(Path(argv[0]).parent.parent, Path(argv[argv.index("-r") + 1]))
             return 0
         fake(argv, **kw)
         (Path(argv[-1]) / "lib" / "python3.11" / "site-packages").mkdir(parents=True)
