@@ -28,18 +28,6 @@ class Holder:
         when = time.strftime("%H:%M:%S", time.localtime(self.since))
         return f"pid {self.pid} (`{self.command}`, since {when}, {age // 60} min {age % 60} s ago)"
 
-    def alive(self) -> bool:
-        """The holder's process still exists on this host."""
-        if self.host != socket.gethostname():
-            return True   # another machine sharing the folder: cannot tell, assume it is
-        try:
-            os.kill(self.pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
-        return True
-
 
 def path(home: str | os.PathLike) -> Path:
     return Path(home) / NAME
