@@ -15,11 +15,14 @@ import os
 import shutil
 import signal
 import subprocess
+import threading
 from dataclasses import dataclass
 from typing import Callable, Mapping, Optional, Sequence
 
 TOKEN = "DPDEPLOY_RUN_TOKEN"
 GRACE_S = 10.0   # SIGTERM, then this long, then SIGKILL
+_LIVE: set[subprocess.Popen] = set()   # streamed children still running, from any thread
+_LIVE_LOCK = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -124,6 +127,8 @@ def stream(
             log.write(f"{argv[0]}: {exc}\n")
             return 127
         assert proc.stdout is not None
+        with _LIVE_LOCK:
+            _LIVE.add(proc)
         try:
             for line in proc.stdout:
                 log.write(line)
@@ -133,3 +138,15 @@ def stream(
             log.write(f"dpdeploy: interrupted; ending {argv[0]} (process group {proc.pid})\n")
             end_group(proc)
             raise
+        finally:
+            with _LIVE_LOCK:
+                _LIVE.discard(proc)
+
+
+def end_all() -> None:
+    """End every streamed child still running, whichever thread waits for it (an interrupt is
+    raised in the main thread only; a worker streamed from another thread would outlive it)."""
+    with _LIVE_LOCK:
+        live = list(_LIVE)
+    for proc in live:
+        end_group(proc)

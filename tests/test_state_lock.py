@@ -132,3 +132,21 @@ def test_a_damaged_holder_record_is_ignored_not_a_crash(tmp_path, text):
     assert lock_holder.read(tmp_path) is None
     with lock.hold(tmp_path, "invoke env", echo=lambda line: None) as held:
         assert held.ended == [] and lock_holder.read(tmp_path).pid == os.getpid()
+
+
+def test_end_all_ends_a_child_streamed_from_another_thread(tmp_path):
+    """An interrupt reaches the main thread only; a worker streamed from a thread (predict's
+    per-device workers) is ended by ``runner.end_all``, never left running."""
+    import threading
+
+    from dpdeploy import runner
+
+    codes: list[int] = []
+    waiter = threading.Thread(target=lambda: codes.append(
+        runner.stream(["sleep", "300"], log_path=str(tmp_path / "w.log"))), daemon=True)
+    waiter.start()
+    wait_for(lambda: runner._LIVE)
+    [proc] = list(runner._LIVE)
+    runner.end_all()
+    waiter.join(timeout=30)
+    assert codes == [-signal.SIGTERM] and proc.poll() is not None and not runner._LIVE

@@ -18,7 +18,7 @@ from dpdeploy.plan.resolve import STEP_NAMES, Plan, PlanError, resolve
 from dpdeploy.inference.predict import PredictError
 from dpdeploy.host import pytorch
 from dpdeploy.host.probe import load_nvml, probe, probe_gpus
-from dpdeploy.runner import run as run_command
+from dpdeploy.runner import end_all, run as run_command
 from dpdeploy.plan.settings import Settings, SettingsError, check_project_file, resolve as resolve_settings
 from dpdeploy.records.terminal import command_line
 from dpdeploy.state.lock import Busy, Interrupted, Unusable, hold, signals_raise
@@ -109,6 +109,7 @@ def interruptible(what: str) -> Iterator[None]:
         with signals_raise():
             yield
     except (KeyboardInterrupt, Interrupted) as exc:
+        end_all()
         why = str(exc) if isinstance(exc, Interrupted) else "interrupted by SIGINT (Ctrl-C)"
         print(f"{command_line()}: {why}; {what}", file=sys.stderr)
         raise Exit(code=exc.code if isinstance(exc, Interrupted) else 130) from None
