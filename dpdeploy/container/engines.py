@@ -136,6 +136,13 @@ def inspect_argv(engine: Engine, image: str) -> list[str]:
     return [*engine.base(), "inspect", "--type", "image", image]
 
 
+def image_exists_argv(engine: Engine, image: str) -> list[str]:
+    """A command that exits 0 only when ``image`` is in the engine's local storage."""
+    if engine.name == "buildah":
+        return inspect_argv(engine, image)
+    return [*engine.base(), "image", "inspect", image]
+
+
 def entrypoint_of(inspected: str) -> list[str]:
     """The ENTRYPOINT in ``buildah inspect`` output (buildah run does not apply it); [] if none."""
     try:
