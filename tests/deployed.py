@@ -87,6 +87,10 @@ class FakeStream:
             (prefix / "bin").mkdir(parents=True, exist_ok=True)
             (prefix / "bin" / "python").write_text(FAKE_PYTHON)
             (prefix / "bin" / "python").chmod(0o755)
+        if "uninstall" in argv:
+            for name in argv[argv.index("-y") + 2:]:   # -y --disable-pip-version-check NAME...
+                drift(Path(argv[0]).parent.parent, name, None)
+            return 0
         if "-r" in argv:
             self.requirements.append(Path(argv[argv.index("-r") + 1]).read_text())
         if self.fail_on in argv and self.rc:

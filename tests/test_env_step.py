@@ -211,3 +211,38 @@ def test_a_failed_repair_says_so_and_points_at_force(matrix, tmp_path, monkeypat
     failed = run_step("env", context(matrix, prefix)[0])
     assert failed.status == "failed" and "numpy: installed 2.1.3" in failed.output
     assert "invoke env --force" in failed.output
+
+
+def test_build_tools_dropped_for_a_runtime_env_are_not_drift(matrix, tmp_path, monkeypatch):
+    """`invoke env --drop-build-tools` (the image's build stage): the matrix's build-only pins are
+    uninstalled and listed in the stamp; verify, the env step and its quick check agree that the
+    env still matches its lock, and nothing reinstalls them."""
+    from dpdeploy.diagnose.drift import packages_checks
+
+    prefix = tmp_path / "env"
+    fake = _done_env(matrix, prefix, monkeypatch)
+    lock = ROOT / "env/locks/cu130.txt"
+    locked = set(locks.parse_lock(lock.read_text()))
+    expected = sorted(n for n in matrix.build_only if n in locked)
+    assert {"ninja", "nvidia-cuda-nvcc"} <= set(expected)
+    done = env_step.drop_build_tools(prefix, matrix.build_only, echo=lambda line: None)
+    assert done.status == "done" and done.detail["dropped"] == expected
+    argv = fake.calls[-1]
+    assert argv[1:5] == ["-m", "pip", "uninstall", "-y"] and sorted(argv[6:]) == expected
+    stamp = env_stamp.read(prefix)
+    assert list(stamp.dropped) == expected
+    checks = {c.name: c for c in packages_checks(str(prefix), lock, dropped=stamp.dropped)}
+    assert checks["packages"].status == "ok" and checks["build-tools"].details == tuple(expected)
+    [undropped] = [c for c in packages_checks(str(prefix), lock) if c.name == "packages"]
+    assert undropped.status == "fail" and any(d.startswith("ninja:") for d in undropped.details)
+    calls = len(fake.calls)
+    assert run_step("env", context(matrix, prefix)[0]).status == "up-to-date" and len(fake.calls) == calls
+    s = settings({"profile": "cu130", "prefix": str(prefix)}, env={})
+    assert env_step.quick_check(s, tmp_path).status == "up-to-date"
+    again = env_step.drop_build_tools(prefix, matrix.build_only, echo=lambda line: None)
+    assert again.status == "up-to-date" and len(fake.calls) == calls
+
+
+def test_dropping_build_tools_needs_a_finished_env(tmp_path, matrix):
+    result = env_step.drop_build_tools(tmp_path / "none", matrix.build_only, echo=lambda line: None)
+    assert result.status == "failed" and result.detail["refused"] and "not a finished env" in result.output

@@ -1,11 +1,12 @@
 """`invoke env`: the profile's locked environment at the plan's prefix."""
 import time
+from pathlib import Path
 
 from invoke import Exit, task
 
 from dpdeploy.cli import common
 from dpdeploy.steps import pipeline
-from dpdeploy.steps.env import quick_check
+from dpdeploy.steps.env import drop_build_tools as drop, quick_check
 from dpdeploy.ui import render
 
 
@@ -18,10 +19,13 @@ from dpdeploy.ui import render
     "facts": "Plan for a recorded facts JSON file instead of probing this host.",
     "conda": "Install env/conda-lock-<profile>.yml with `conda-lock install` instead of the pip lock.",
     "force": "Remove and recreate the env (default: repair drifted pins in place, hash-checked from the lock).",
+    "drop_build_tools": "Then uninstall the pins only compiling uses (env/matrix.yml build_only: ninja, "
+                        "wheel, the CUDA compiler wheels) and note it in the env's stamp: for a runtime image.",
     "no_wait": common.NO_WAIT_HELP,
 })
 def env(c, dry: bool = False, json: bool = False, profile: str = "", prefix: str = "", python: str = "",
-        facts: str = "", conda: bool = False, force: bool = False, no_wait: bool = False) -> None:
+        facts: str = "", conda: bool = False, force: bool = False, drop_build_tools: bool = False,
+        no_wait: bool = False) -> None:
     """Create the locked DensePose environment, or repair the pins that drifted from its lock
     (a no-op when it matches the lock)."""
     start = time.monotonic()
@@ -35,6 +39,10 @@ def env(c, dry: bool = False, json: bool = False, profile: str = "", prefix: str
                 done = pipeline.run(found, plan, s, common.load_matrix(s), kind="env", only=("env",), dry=dry,
                                     echo=(lambda line: None) if json else print)
             [result] = done.steps
+        if drop_build_tools and result.ok and not dry:
+            with common.state_lock(s, no_wait=no_wait, quiet=json):
+                result = drop(Path(result.detail["prefix"]), common.load_matrix(s).build_only,
+                              echo=(lambda line: None) if json else print)
         result.duration_s = round(time.monotonic() - start, 3)
     if json:
         print(render.to_json(result))

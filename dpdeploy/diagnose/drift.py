@@ -11,7 +11,7 @@ import re
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Iterable, Optional
 
 from packaging.markers import Marker
 
@@ -108,23 +108,26 @@ class PackageDrift:
 
 
 def package_drift(prefix: str, lock_text: str, lock_name: str, runner: Runner = run,
-                  host: bool = False) -> Optional[PackageDrift]:
-    """Compare the env's distributions with the lock; None when the env cannot list them.
-    LockError when the lock cannot be parsed."""
+                  host: bool = False, dropped: Iterable[str] = ()) -> Optional[PackageDrift]:
+    """Compare the env's distributions with the lock, less the pins ``dropped`` on purpose (the
+    stamp's); None when the env cannot list them. LockError when the lock cannot be parsed."""
     listing = installed(prefix, runner)
     if listing is None:
         return None
-    locked = applicable(parse_lock(lock_text, lock_name), listing.marker_env)
+    gone = {normalize(n) for n in dropped}
+    locked = {name: pins for name, pins in applicable(parse_lock(lock_text, lock_name), listing.marker_env).items()
+              if name not in gone}
     diffs, extras = compare(locked, listing.dists, host)
     return PackageDrift(len(locked), diffs, frozenset(d.split(":", 1)[0] for d in diffs), extras)
 
 
-def packages_checks(prefix: str, lock_path: Path, runner: Runner = run, host: bool = False) -> list[Check]:
+def packages_checks(prefix: str, lock_path: Path, runner: Runner = run, host: bool = False,
+                    dropped: tuple[str, ...] = ()) -> list[Check]:
     if not lock_path.is_file():
         return [Check("packages", "fail", f"no lock file at {lock_path}",
                       "verify compares the env with its lock", "invoke lock")]
     try:
-        drift = package_drift(prefix, lock_path.read_text(encoding="utf-8"), str(lock_path), runner, host)
+        drift = package_drift(prefix, lock_path.read_text(encoding="utf-8"), str(lock_path), runner, host, dropped)
     except LockError as exc:
         return [Check("packages", "fail", exc.what, exc.why[0], exc.next_steps[0])]
     if drift is None:
@@ -138,6 +141,9 @@ def packages_checks(prefix: str, lock_path: Path, runner: Runner = run, host: bo
         if diffs else
         Check("packages", "ok", f"all {locked} locked packages installed at their locked versions")
     ]
+    if dropped:
+        checks.append(Check("build-tools", "ok", f"{len(dropped)} build-only pins dropped on purpose (a runtime "
+                            "env): they are not drift", details=tuple(dropped)))
     if host:   # the host's own packages (torch and the rest of the image) are beyond the lock by design
         checks.append(Check("extra-packages", "ok", f"{len(extras)} packages beyond the lock, the host's own",
                             details=tuple(extras)))
@@ -243,7 +249,7 @@ def verify(facts: Facts, plan: Plan, matrix: Matrix, lock_path: Optional[Path] =
     except RecordError:
         made = None
     host = made is not None and bool(made.host_python)
-    result.checks += packages_checks(plan.prefix, lock, runner, host)
+    result.checks += packages_checks(plan.prefix, lock, runner, host, made.dropped if made else ())
     if host:
         result.checks.append(host_torch_check(plan.prefix, made))
     stamp, problems = read_build_stamp(plan.prefix)

@@ -98,6 +98,7 @@ class Matrix:
     runtime: Mapping[str, str] = field(default_factory=dict)          # pip name -> exact version
     build_tools: Mapping[str, str] = field(default_factory=dict)
     cuda_toolchain: Mapping[str, Mapping[str, str]] = field(default_factory=dict)  # CUDA -> pins
+    build_only: tuple[str, ...] = ()   # pins only compiling uses (the runtime image drops them)
     conda: Mapping[str, Any] = field(default_factory=dict)
 
     def model_url(self, name: str) -> str:
@@ -267,6 +268,11 @@ def parse(data: Any, path: str = "<matrix>") -> Matrix:
         if not re.fullmatch(r"[0-9a-f]{64}", r.get(entry, "sha256", f"samples.{name}", str)):
             raise r.fail(f"samples.{name}.sha256", "must be 64 hex digits")
     toolchains = r.get(data, "cuda_toolchain", "", dict)
+    build_only = tuple(str(n) for n in (data.get("build_only") or []))
+    known = set(data.get("build_tools") or {}) | {n for pins in toolchains.values() for n in (pins or {})}
+    for name in build_only:
+        if name not in known:
+            raise r.fail("build_only", f"{name!r} is not a build_tools or cuda_toolchain pin")
     conda = r.get(data, "conda", "", dict)
     for key, kind in (("channels", list), ("channel_url", str), ("platform", str), ("cuda_packages", list),
                       ("compiler_package", str), ("virtual_glibc", str)):
@@ -275,6 +281,7 @@ def parse(data: Any, path: str = "<matrix>") -> Matrix:
         runtime=_pins(r, data.get("runtime"), "runtime"),
         build_tools=_pins(r, data.get("build_tools"), "build_tools"),
         cuda_toolchain={str(k): _pins(r, v, f"cuda_toolchain.{k}") for k, v in toolchains.items()},
+        build_only=build_only,
         conda=conda,
         path=path,
         models=entries,

@@ -28,6 +28,7 @@ class EnvStamp:
     host_python: str = ""  # --profile host: the interpreter whose torch the env uses ("" = torch is in the env)
     host_site_packages: tuple[str, ...] = ()  # the host folders the env sees (its _dpdeploy_host.pth)
     bundle: str = ""       # sha256 of the `invoke bundle` manifest the env was installed from ("" = online)
+    dropped: tuple[str, ...] = ()  # locked pins removed on purpose (`invoke env --drop-build-tools`)
 
 
 def path(prefix: os.PathLike | str) -> Path:

@@ -11,12 +11,12 @@ import hashlib
 import os
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, Optional
 
 from dpdeploy import paths
-from dpdeploy.diagnose.drift import PackageDrift, package_drift
+from dpdeploy.diagnose.drift import PackageDrift, installed, package_drift
 from dpdeploy.envs import conda as condaenv
 from dpdeploy.envs import hostenv
 from dpdeploy.envs import lockfile as locks
@@ -60,6 +60,11 @@ def read_stamp(prefix: Path) -> EnvStamp | None:
         return env_stamp.read(prefix)
     except RecordError:
         return None
+
+
+def _dropped(prefix: Path) -> tuple[str, ...]:
+    stamp = read_stamp(prefix)
+    return stamp.dropped if stamp else ()
 
 
 def prefix_state(prefix: Path, wanted: Wanted) -> str:
@@ -162,7 +167,8 @@ def run(ctx: StepContext, reach: Reach = reachable, which: Callable[[str], Optio
     state = prefix_state(prefix, wanted)
     drift = None
     if state == "up-to-date" and wanted.kind == "pip":
-        drift = package_drift(str(prefix), lock_file.read_text(encoding="utf-8"), lock_rel, host=host is not None)
+        drift = package_drift(str(prefix), lock_file.read_text(encoding="utf-8"), lock_rel, host=host is not None,
+                              dropped=_dropped(prefix))
         state = "ours" if drift is None else state   # its interpreter cannot even list packages: redo
     if state == "up-to-date" and ctx.settings.force_env:
         state = "ours"
@@ -247,7 +253,8 @@ def _repair(ctx: StepContext, prefix: Path, lock_file: Path, lock_rel: str, drif
                     env=pip_env(ctx.bundle is not None))
     finally:
         subset.unlink(missing_ok=True)
-    after = package_drift(str(prefix), lock_file.read_text(encoding="utf-8"), lock_rel, host=host)
+    after = package_drift(str(prefix), lock_file.read_text(encoding="utf-8"), lock_rel, host=host,
+                          dropped=_dropped(prefix))
     if rc != 0 or after is None or after.diffs:
         left = "; ".join(after.diffs) if after else "the env cannot list its packages"
         return StepResult("env", "failed", command, output=f"repairing {len(drift.names)} drifted pin(s) failed "
@@ -281,8 +288,34 @@ def quick_check(settings, home: Path) -> Optional[StepResult]:
     if prefix_state(prefix, wanted) != "up-to-date":
         return None
     if not settings.conda:
-        drift = package_drift(str(prefix), path.read_text(encoding="utf-8"), wanted.lock, host=profile.host)
+        drift = package_drift(str(prefix), path.read_text(encoding="utf-8"), wanted.lock, host=profile.host,
+                              dropped=stamp.dropped)
         if drift is None or drift.diffs:
             return None
     return StepResult("env", "up-to-date", output=f"{prefix} matches {wanted.lock}",
                       detail={"prefix": str(prefix), "lock_sha256": wanted.lock_sha256})
+
+
+def drop_build_tools(prefix: Path, names: tuple[str, ...], echo: Callable[[str], None] = print) -> StepResult:
+    """Uninstall the matrix's build-only pins from a finished env (the runtime image's) and list
+    them in its stamp, so drift checks and `invoke env` take their absence as intended."""
+    stamp = read_stamp(prefix)
+    listing = installed(str(prefix))
+    if stamp is None or listing is None:
+        return _refused(f"{prefix} is not a finished env", "only an env `invoke env` made and stamped can drop "
+                        "its build tools", "invoke env, then this again")
+    present = {locks.normalize(n) for n, _ in listing.dists}
+    gone = sorted(n for n in names if locks.normalize(n) in present)
+    argv = [str(prefix / "bin" / "python"), "-m", "pip", "uninstall", "-y", "--disable-pip-version-check", *gone]
+    log = prefix / LOG
+    if gone:
+        echo(f"    dropping {len(gone)} build-only package(s) from {prefix}: {', '.join(gone)}")
+        rc = stream(argv, log_path=str(log), echo=lambda line: None)
+        if rc != 0:
+            return StepResult("env", "failed", " ".join(argv), output=f"pip uninstall failed (exit {rc})\n{_tail(log)}",
+                              detail={"log": str(log), "returncode": rc})
+    kept = sorted(set(stamp.dropped) | set(gone))
+    env_stamp.write(prefix, replace(stamp, dropped=tuple(kept)))
+    return StepResult("env", "done" if gone else "up-to-date", " ".join(argv) if gone else "",
+                      output=f"build-only pins dropped from {prefix}: {', '.join(kept) or 'none installed'}",
+                      detail={"prefix": str(prefix), "dropped": kept})
