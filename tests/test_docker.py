@@ -309,7 +309,8 @@ def test_an_engine_edit_outside_the_build_keeps_the_build_stage_key(tmp_path, ma
     args = docker.build_args(matrix, "cpu")
     key = stages.build_key(ctx, files, args)
     assert key == stages.build_key(ctx, files, {**args, "MAX_JOBS": "7"}), "MAX_JOBS is speed, not content"
-    for rel in ("dpdeploy/inference/predict.py", "dpdeploy/cli/predict.py", "dpdeploy/report/model.py", "README.md"):
+    for rel in ("dpdeploy/inference/predict.py", "dpdeploy/cli/predict.py", "dpdeploy/report/model.py", "README.md",
+                "requirements/runtime.txt"):
         with open(ctx / rel, "a") as fh:
             fh.write("# an edit the build never runs\n")
         assert stages.build_key(ctx, files, args) == key, rel

@@ -22,7 +22,8 @@ RUNTIME_STAGE = "FROM base AS runtime"   # docker/Dockerfile: what follows is no
 BUILD_INPUTS = ("bootstrap.py", "tasks.py", "pyproject.toml", "requirements/*", "env/*", "docker/ca-env.sh",
                 "dpdeploy/*")
 # ... less the engine's parts a build never runs: they are changed often and reach only runtime.
-NOT_BUILD_INPUTS = ("dpdeploy/inference/*", "dpdeploy/report/*", "dpdeploy/container/*", "dpdeploy/fleet/*",
+NOT_BUILD_INPUTS = ("requirements/runtime.*", "dpdeploy/inference/*", "dpdeploy/report/*", "dpdeploy/container/*",
+                    "dpdeploy/fleet/*",
                     "dpdeploy/bundle/*", "dpdeploy/cli/predict.py", "dpdeploy/cli/report.py",
                     "dpdeploy/cli/docker.py", "dpdeploy/cli/provision.py", "dpdeploy/cli/bundle.py",
                     "dpdeploy/cli/docs.py", "dpdeploy/cli/docgen.py", "dpdeploy/inenv/predict_worker.py",
