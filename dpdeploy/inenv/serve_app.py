@@ -20,7 +20,6 @@ forward pass is a ``@serve.batch`` method, so requests that arrive together shar
 Prints `{"event": "serving", "url": ...}` once it answers, then runs until SIGINT / SIGTERM, when
 it shuts Serve (and a local Ray it started) down.
 """
-from __future__ import annotations
 
 import argparse
 import asyncio
