@@ -60,6 +60,8 @@ def test_complete_means_a_result_json_with_instances(tmp_path):
     assert ray_batch.complete(tmp_path) is None
     (tmp_path / "result.json").write_text("{\"instances\": [")   # torn: never complete
     assert ray_batch.complete(tmp_path) is None
+    (tmp_path / "result.json").write_text(json.dumps({"input": "a.jpg"}))   # not a finished image's result
+    assert ray_batch.complete(tmp_path) is None
     (tmp_path / "result.json").write_text(json.dumps({"instances": [{"score": 0.9}], "notes": []}))
     assert ray_batch.complete(tmp_path)["instances"] == [{"score": 0.9}]
 
