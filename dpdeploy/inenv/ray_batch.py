@@ -122,7 +122,7 @@ def _maybe_die() -> None:
     os.kill(os.getpid(), signal.SIGKILL)
 
 
-def start_ray(own: argparse.Namespace, workers: int) -> bool:
+def start_ray(own: argparse.Namespace, workers: int, gpus: bool) -> bool:
     """Join --address, or start a local Ray on loopback; True when this process started it."""
     import ray
 
@@ -130,7 +130,7 @@ def start_ray(own: argparse.Namespace, workers: int) -> bool:
         ray.init(address=own.address, log_to_driver=False, include_dashboard=False)
         return False
     os.environ.pop("RAY_ADDRESS", None)
-    ray.init(num_cpus=max(1, workers), num_gpus=0 if own.gpus_per_worker <= 0 else None,
+    ray.init(num_cpus=max(1, workers), num_gpus=None if gpus else 0,   # None: Ray counts the GPUs
              object_store_memory=own.object_store_mb * 2**20, include_dashboard=False, log_to_driver=False,
              _node_ip_address="127.0.0.1")
     return True
@@ -166,7 +166,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         import ray
 
         workers = own.workers or (predict_worker.cpus() if not gpu else 1)
-        ours = start_ray(own, workers)
+        ours = start_ray(own, workers, bool(per_gpu))
         if own.address and not own.workers:
             res = ray.cluster_resources()
             workers = max(1, int(res.get("GPU", 0)) if per_gpu else int(res.get("CPU", 1)))
@@ -186,7 +186,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             ds = ray.data.from_items(rows, override_num_blocks=max(1, min(len(rows), workers * 4)))
             results = ds.map_batches(
                 DensePoseActor, fn_constructor_kwargs={"worker_argv": worker_argv}, batch_size=batch,
-                compute=ray.data.ActorPoolStrategy(size=workers), num_cpus=1 if not per_gpu else 1,
+                compute=ray.data.ActorPoolStrategy(size=workers), num_cpus=1,
                 num_gpus=per_gpu or None, max_restarts=RESTARTS, max_task_retries=RESTARTS,
                 runtime_env={"env_vars": {"PYTHONPATH": os.environ.get("PYTHONPATH", ""), "MPLBACKEND": "Agg",
                                           **({KILL_ONCE_ENV: os.environ[KILL_ONCE_ENV]}
