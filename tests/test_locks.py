@@ -11,7 +11,7 @@ from dpdeploy.runner import Completed
 
 from .conftest import ROOT
 
-PYPI_PROFILES = ("cu130", "cpu")
+PYPI_PROFILES = ("cu130", "cpu", "cpu-ray")
 HOST_PROFILE = "host"   # the runtime and build pins over a host's own torch (pip only)
 UNREACHABLE = lambda url: f"{url} is unreachable (test)"  # noqa: E731
 REACHABLE = lambda url: None  # noqa: E731
@@ -50,7 +50,7 @@ def test_environment_yml_pins_equal_the_pip_lock(matrix, name):
     doc = yaml.safe_load(text)
     pip = next(d["pip"] for d in doc["dependencies"] if isinstance(d, dict))
     pinned = dict(line.split("==") for line in pip if "==" in line)
-    assert pinned and all(lock.pins[locks.normalize(n)] == (locks.Pin(v),) for n, v in pinned.items())
+    assert pinned and all(lock.pins[locks.normalize(n.split("[")[0])] == (locks.Pin(v),) for n, v in pinned.items())
     assert f"python={lock.python}" in doc["dependencies"]
     assert (ROOT / condaenv.VIRTUAL_PACKAGES).read_text() == condaenv.render_virtual_packages(matrix)
 
@@ -129,8 +129,8 @@ def test_lock_all_skips_unreachable_indexes(matrix, tmp_path):
     runner = lambda argv, **kw: ran.append(argv[-1]) or Completed(tuple(argv), 0, "x==1 \\\n", "")  # noqa: E731
     results = lockall.lock_pip(matrix, "", "3.11", runner=runner, reach=UNREACHABLE, root=tmp_path)
     assert {r.profile: r.status for r in results} == {"cu130": "locked", "cu126": "skipped", "cpu": "locked",
-                                                     "cpu-slim": "skipped", "host": "locked"}
-    assert ran == ["env/locks/cu130.in", "env/locks/cpu.in", "env/locks/host.in"]
+                                                     "cpu-slim": "skipped", "cpu-ray": "locked", "host": "locked"}
+    assert ran == ["env/locks/cu130.in", "env/locks/cpu.in", "env/locks/cpu-ray.in", "env/locks/host.in"]
     assert (tmp_path / "env/environment-cu126.yml").exists() and (tmp_path / "env/virtual-packages.yml").exists()
 
 
@@ -179,3 +179,21 @@ def test_no_fabricated_conda_lock_is_committed():
 
 def test_reachable_reports_a_refused_connection():
     assert "unreachable" in reachable("http://127.0.0.1:9/", timeout=2)
+
+
+def test_ray_is_only_in_the_profiles_that_ask_for_it(matrix):
+    """Ray comes through the matrix's `extras.ray` group into cpu-ray's lock; plain cpu stays lean."""
+    ray_in = locks.render_input(matrix, matrix.profile("cpu-ray"))
+    assert "ray[data,serve]==2.58.0" in ray_in.splitlines()
+    assert not any(line.startswith("ray") for line in locks.render_input(matrix, matrix.profile("cpu")).splitlines())
+    lock = locks.load(matrix.profile("cpu-ray"))
+    assert locks.drift(matrix, matrix.profile("cpu-ray"), lock) == []
+    assert {p.version for p in lock.pins["ray"]} == {"2.58.0"} and "pyarrow" in lock.pins and "fastapi" in lock.pins
+    assert "ray" not in locks.load(matrix.profile("cpu")).pins
+
+
+def test_unknown_extras_group_is_refused(matrix):
+    raw = copy.deepcopy(dict(matrix.raw))
+    raw["profiles"]["cpu-ray"]["extras"] = ["rayy"]
+    with pytest.raises(matrix_mod.MatrixError, match="names unknown extras rayy"):
+        matrix_mod.parse(raw, "m.yml")

@@ -116,6 +116,8 @@ def pins(matrix: Matrix, profile: Profile, toolchain: bool = True) -> dict[str, 
     out = {} if profile.host else {"torch": profile.torch + label, "torchvision": profile.torchvision + label}
     out.update(matrix.runtime)
     out.update(matrix.build_tools)
+    for group in profile.extras:
+        out.update(matrix.extras[group])
     if profile.is_cuda and toolchain:
         wheels = matrix.cuda_toolchain.get(profile.cuda)
         if wheels is None:
@@ -250,7 +252,7 @@ def drift(matrix: Matrix, profile: Profile, lock: Lock) -> list[str]:
     """Where the matrix's pins and a lock disagree (empty when they agree)."""
     problems = []
     for name, version in pins(matrix, profile).items():
-        found = sorted({p.version or "a URL" for p in lock.pins.get(normalize(name), ())})
+        found = sorted({p.version or "a URL" for p in lock.pins.get(normalize(name.split("[")[0]), ())})
         if found != [version]:
             problems.append(f"{name}: matrix {version}, {lock.path} {' or '.join(found) or 'missing'}")
     return problems

@@ -58,6 +58,23 @@ def load_rgb(path: str | Path, max_size: int = DEFAULT_MAX_SIZE) -> Loaded:
         raise ImageError(f"truncated or corrupt image: {_one_line(exc)}") from None
 
 
+def load_bytes(data: bytes, max_size: int = DEFAULT_MAX_SIZE) -> Loaded:
+    """Decode an image held in memory (a request body) like ``load_rgb`` does a file."""
+    if not data:
+        raise ImageError("empty body (0 bytes)")
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            return _decode(img, max_size)
+    except ImageError:
+        raise
+    except UnidentifiedImageError:
+        raise ImageError("not an image (Pillow cannot identify the file format)") from None
+    except Image.DecompressionBombError as exc:
+        raise ImageError(f"too many pixels to decode safely: {exc}") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        raise ImageError(f"truncated or corrupt image: {_one_line(exc)}") from None
+
+
 def _one_line(exc: BaseException) -> str:
     return " ".join(str(exc).split()) or type(exc).__name__
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -59,6 +60,9 @@ class Request:
     batch_size: int = 0             # 0 = the worker's default for its device
     every: int = 1                  # videos: every Nth frame
     devices: list[str] = field(default_factory=list)  # one worker each ([]: one on ``device``)
+    engine: str = "local"           # local: the pipelined worker(s); ray: Ray Data (dpdeploy/inenv/ray_batch.py)
+    address: str = ""               # engine ray: the cluster to join ("" = a local Ray on 127.0.0.1)
+    workers: int = 0                # engine ray: actors (0 = one per GPU, else per CPU)
 
     def __post_init__(self) -> None:
         if not self.stems:
@@ -198,6 +202,31 @@ def config_dirs(home: Path, prefix: str = "") -> list[str]:
     return [str(p) for p in dirs if p.is_dir()]
 
 
+ENGINES = ("local", "ray")
+
+
+def check_engine(engine: str, address: str, gpu_list: str, workers: int) -> None:
+    """Refuse engine options that do not go together (before anything loads)."""
+    if engine not in ENGINES:
+        raise PredictError(f"--engine {engine}: choose from {', '.join(ENGINES)}")
+    if engine != "ray" and (address or workers):
+        raise PredictError("--address / --workers: need --engine ray")
+    if engine == "ray" and gpu_list:
+        raise PredictError("--gpus with --engine ray: Ray places one actor per GPU itself; drop --gpus "
+                           "(--workers N caps the actors)")
+    if workers < 0:
+        raise PredictError(f"--workers {workers}: 0 (one per GPU, else per CPU) or more")
+    if address and address != "auto" and not re.fullmatch(r"(ray://)?[A-Za-z0-9._-]+:\d{1,5}", address):
+        raise PredictError(f"--address {address}: use auto or HOST:PORT of the Ray head (e.g. 10.0.0.5:6379)")
+
+
+def check_env_has_ray(prefix: str) -> None:
+    """The env must have Ray (profile cpu-ray, or a profile with `extras: [ray]`)."""
+    if not any(Path(prefix).glob("lib/python3*/site-packages/ray/__init__.py")):
+        raise PredictError(f"--engine ray: the env at {prefix} has no Ray; deploy one with it "
+                           "(invoke setup --profile cpu-ray) or pass --prefix to such an env")
+
+
 def env_python(prefix: str) -> str:
     python = Path(prefix) / "bin" / "python"
     if not python.exists():
@@ -208,16 +237,15 @@ def env_python(prefix: str) -> str:
 
 def shards(req: Request) -> list[tuple[str, list[int]]]:
     """(device, 0-based input indices) per worker: the inputs dealt round-robin over the devices."""
+    if req.engine == "ray":   # Ray schedules the actors itself: one driver for every input
+        return [(req.device, list(range(len(req.inputs))))]
     n = max(1, min(len(req.devices), len(req.inputs)))
     return [(req.devices[k], list(range(k, len(req.inputs), n))) for k in range(n)]
 
 
-def worker_command(req: Request, device: str = "", indices: Optional[Sequence[int]] = None,
-                   threads: int = 0) -> list[str]:
-    """The worker's command line, for all inputs or the shard ``indices`` on ``device``."""
-    picked = range(len(req.inputs)) if indices is None else indices
-    cmd = [req.python, "-m", "dpdeploy.inenv.predict_worker", "--out", req.out, "--model", req.model,
-           "--weights", req.weights, "--vis", ",".join(req.vis), "--min-score", str(req.min_score),
+def model_flags(req: Request, device: str = "", threads: int = 0) -> list[str]:
+    """The worker's model options (shared by predict_worker, ray_batch and serve_app)."""
+    cmd = ["--model", req.model, "--weights", req.weights, "--vis", ",".join(req.vis), "--min-score", str(req.min_score),
            "--device", device or req.device, "--max-size", str(req.max_size), "--precision", req.precision]
     if req.batch_size:
         cmd += ["--batch-size", str(req.batch_size)]
@@ -234,6 +262,18 @@ def worker_command(req: Request, device: str = "", indices: Optional[Sequence[in
     cap = req.max_detections or (SYNTHETIC_MAX_DETECTIONS if req.weights == SYNTHETIC else 0)
     if cap:
         cmd += ["--max-detections", str(cap)]
+    return cmd
+
+
+def worker_command(req: Request, device: str = "", indices: Optional[Sequence[int]] = None,
+                   threads: int = 0) -> list[str]:
+    """The worker's command line, for all inputs or the shard ``indices`` on ``device``."""
+    picked = range(len(req.inputs)) if indices is None else indices
+    cmd = [req.python, "-m", "dpdeploy.inenv.predict_worker"]
+    if req.engine == "ray":
+        cmd = [req.python, "-m", "dpdeploy.inenv.ray_batch"] + (["--address", req.address] if req.address else []) \
+            + (["--workers", str(req.workers)] if req.workers else [])
+    cmd += ["--out", req.out, *model_flags(req, device, threads)]
     return cmd + ["--stems", json.dumps([req.stems[i] for i in picked]), "--", *(req.inputs[i] for i in picked)]
 
 
@@ -354,7 +394,7 @@ def prepare(inputs: Sequence[str], *, home: Path, prefix: str, default_device: s
             model: str, out: str, vis: str, weights: str, min_score: float, device: str, config: str,
             max_size: int, max_detections: int, record_folder: Callable[[], Path],
             gpus: Sequence[Any] = (), precision: str = "fp32", batch_size: int = 0, every: int = 1,
-            gpu_list: str = "") -> tuple[Request, list[str]]:
+            gpu_list: str = "", engine: str = "local", address: str = "", workers: int = 0) -> tuple[Request, list[str]]:
     """Check everything a user can get wrong before anything is written (``gpus``: the host's);
     then make the record folder (``record_folder()``) and the request. Returns (request,
     skipped folder entries)."""
@@ -385,7 +425,10 @@ def prepare(inputs: Sequence[str], *, home: Path, prefix: str, default_device: s
         raise PredictError(f"no images in {', '.join(inputs)}"
                            + (f" ({len(found.skipped)} entries skipped: {found.skipped[0]}, ...)" if found.skipped else "")
                            + ": pass image files or folders holding them")
+    check_engine(engine, address, gpu_list, workers)
     python = env_python(prefix)
+    if engine == "ray":
+        check_env_has_ray(prefix)
     resolved = resolve_weights(weights, model, home)
     if out:
         check_writable(Path(out).expanduser().absolute(), "--out")
@@ -398,6 +441,6 @@ def prepare(inputs: Sequence[str], *, home: Path, prefix: str, default_device: s
         device=device or default_device, config=str(Path(config).absolute()) if config else "",
         config_dirs=config_dirs(home, prefix), synthetic_cache=str(home / "cache" / "weights" / cache_name(model)),
         max_size=max_size, max_detections=max_detections, precision=precision, batch_size=batch_size, every=every,
-        devices=devices,
+        devices=devices, engine=engine, address=address, workers=workers,
     )
     return req, found.skipped

@@ -57,6 +57,7 @@ class Profile:
     disk_mib: int
     arch_list: str  # full TORCH_CUDA_ARCH_LIST for GPU-less builds ("" for CPU profiles)
     host: bool = False  # uses the torch of --python; torch/torchvision are then the oldest accepted
+    extras: tuple[str, ...] = ()  # optional pin groups of the matrix's `extras` (e.g. ray) this env adds
 
     @property
     def is_cuda(self) -> bool:
@@ -100,6 +101,7 @@ class Matrix:
     cuda_toolchain: Mapping[str, Mapping[str, str]] = field(default_factory=dict)  # CUDA -> pins
     build_only: tuple[str, ...] = ()   # pins only compiling uses (the runtime image drops them)
     conda: Mapping[str, Any] = field(default_factory=dict)
+    extras: Mapping[str, Mapping[str, str]] = field(default_factory=dict)  # group -> pins (name[extra] -> version)
 
     def model_url(self, name: str) -> str:
         entry = self.models[name]
@@ -175,6 +177,7 @@ def _profile(r: _Reader, name: str, node: Mapping[str, Any]) -> Profile:
         disk_mib=r.get(node, "disk_mib", where, int),
         arch_list=r.get(node, "arch_list", where, str, optional=cuda is None) or "",
         host=bool(r.get(node, "host", where, bool, optional=True)),
+        extras=tuple(str(e) for e in (r.get(node, "extras", where, list, optional=True) or ())),
     )
     if profile.host and cuda is not None:
         raise r.fail(f"{where}.cuda", "must be null for a host profile (the host torch's CUDA is read from it)")
@@ -241,6 +244,13 @@ def parse(data: Any, path: str = "<matrix>") -> Matrix:
     for name in auto_gpu:
         if not profiles[name].is_cuda:
             raise r.fail("auto.gpu", f"{name!r} is not a CUDA profile")
+    extras = {str(k): _pins(r, v, f"extras.{k}") for k, v in (r.get(data, "extras", "", dict, optional=True)
+                                                                  or {}).items()}
+    for p in profiles.values():
+        unknown = [e for e in p.extras if e not in extras]
+        if unknown:
+            raise r.fail(f"profiles.{p.name}.extras", f"names unknown extras {', '.join(unknown)} "
+                         f"(the matrix's extras: {', '.join(extras) or 'none'})")
     for p in profiles.values():
         if p.is_cuda and p.cuda not in {str(k) for k in gcc_table}:
             raise r.fail(f"profiles.{p.name}.cuda", f"{p.cuda} has no nvcc_max_gcc row")
@@ -283,6 +293,7 @@ def parse(data: Any, path: str = "<matrix>") -> Matrix:
         cuda_toolchain={str(k): _pins(r, v, f"cuda_toolchain.{k}") for k, v in toolchains.items()},
         build_only=build_only,
         conda=conda,
+        extras=extras,
         path=path,
         models=entries,
         default_model=default_model,

@@ -1,0 +1,217 @@
+"""The Ray engines in a real DensePose env with Ray (profile cpu-ray): a real local Ray on 127.0.0.1
+with two CPU workers and the synthetic checkpoint. Batch (`invoke predict --engine ray`): a folder
+with bad files, a re-run that resumes, a worker killed mid-run. Online (`invoke serve`): good and
+bad images, multipart, a token, oversize bodies and overload.
+
+Needs an env with Ray: DPDEPLOY_TEST_D2_ENV=<prefix of a cpu-ray env> (skipped, with the reason,
+when the env has no Ray). ~4-6 min on 2 CPU cores."""
+import base64
+import concurrent.futures as cf
+import io
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from dpdeploy.build.wheels import ENV_CONFIGS
+from dpdeploy.inenv.ray_batch import KILL_ONCE_ENV
+from dpdeploy.inference import predict, samples, serve as service
+from dpdeploy.inference.inputs import collect
+from dpdeploy.plan import matrix as matrix_mod
+
+from . import bad_inputs
+
+pytestmark = [pytest.mark.slow, pytest.mark.detectron2]
+KEEP_OK = {"photo with spaces.jpg", "gray.png", "rgba.png"}   # a few good ones: each costs a forward pass
+TOKEN = "test-token-0123456789abcdef"
+
+
+@pytest.fixture(scope="module")
+def ray_env(d2_env):
+    try:
+        predict.check_env_has_ray(str(d2_env))
+    except predict.PredictError as exc:
+        pytest.skip(str(exc))
+    return d2_env
+
+
+@pytest.fixture(scope="module")
+def synthetic(tmp_path_factory) -> str:
+    """One synthetic checkpoint for the module (built by the first actor that needs it)."""
+    return str(tmp_path_factory.mktemp("weights") / "synthetic.pth")
+
+
+def ray_request(env: Path, tmp_path: Path, inputs, synthetic: str, **changes) -> predict.Request:
+    return predict.Request(inputs=inputs, out=str(tmp_path / "out"), model="densepose_rcnn_R_50_FPN_s1x",
+                           python=str(env / "bin" / "python"), weights="synthetic",
+                           config_dirs=[str(env / ENV_CONFIGS)], synthetic_cache=synthetic,
+                           engine="ray", workers=2, **changes)
+
+
+def folder_with_bad_files(folder: Path) -> dict:
+    expect = bad_inputs.make(folder, huge=False)
+    for name, (status, *_) in list(expect.items()):
+        if status == "ok" and name not in KEEP_OK:
+            (folder / name).unlink()
+            del expect[name]
+    return expect
+
+
+def test_batch_over_bad_files_then_a_rerun_resumes(ray_env, synthetic, tmp_path):
+    expect = folder_with_bad_files(tmp_path / "photos")
+    inputs = collect([str(tmp_path / "photos")]).files
+    req = ray_request(ray_env, tmp_path, inputs, synthetic)
+    log = tmp_path / "ray.log"
+    summary = predict.run(req, predict.start_summary(req), log)
+    assert summary.worker_exit == 1, predict.log_tail(log)   # some inputs are bad
+    assert any("engine ray: 2 actor(s)" in n for n in summary.notes), summary.notes
+    by_name = {Path(i["input"]).name: i for i in summary.images}
+    assert set(by_name) == set(expect)
+    for name, (status, *rest) in expect.items():
+        entry = by_name[name]
+        assert entry["status"] == status, (name, entry)
+        if status == "error":
+            assert rest[0] in entry["error"] and "\n" not in entry["error"], (name, entry)
+    stamps = {}
+    for entry in summary.images:
+        if entry["status"] == "ok":
+            folder = Path(req.out) / entry["stem"]
+            result = json.loads((folder / "result.json").read_text())
+            assert {"input.png", "side_by_side.png", "iuv.npz", "dp_contour.png", "bbox.png"} <= {
+                p.name for p in folder.iterdir()}
+            assert np.load(folder / "iuv.npz")["boxes_xyxy"].shape == (len(result["instances"]), 4)
+            stamps[entry["stem"]] = (folder / "result.json").stat().st_mtime_ns
+    assert json.loads((Path(req.out) / "summary.json").read_text())["ok"] == len(KEEP_OK)
+
+    # a re-run skips what is complete and redoes a folder whose result.json is missing
+    redo = sorted(stamps)[0]
+    (Path(req.out) / redo / "result.json").unlink()
+    again = predict.run(req, predict.start_summary(req), tmp_path / "ray2.log")
+    by_stem = {i["stem"]: i for i in again.images}
+    for stem, stamp in stamps.items():
+        assert by_stem[stem]["status"] == "ok"
+        now = (Path(req.out) / stem / "result.json").stat().st_mtime_ns
+        if stem == redo:
+            assert now != stamp and not any("skipped" in n for n in by_stem[stem].get("notes", []))
+        else:
+            assert now == stamp and any("skipped: result.json is complete" in n for n in by_stem[stem]["notes"])
+    assert again.ok == summary.ok and again.failed == summary.failed
+
+
+def test_a_worker_killed_mid_run_costs_a_retry_not_an_output(ray_env, synthetic, tmp_path, monkeypatch):
+    hopper = next(s.path for s in samples.resolve(matrix_mod.load().samples, str(ray_env)) if s.name == "grace_hopper")
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for i in range(4):
+        (photos / f"copy{i}.jpg").write_bytes(Path(hopper).read_bytes())
+    marker = tmp_path / "killed.pid"
+    monkeypatch.setenv(KILL_ONCE_ENV, str(marker))   # the first batch's actor SIGKILLs itself after one image
+    req = ray_request(ray_env, tmp_path, collect([str(photos)]).files, synthetic, batch_size=2)
+    summary = predict.run(req, predict.start_summary(req), tmp_path / "ray.log")
+    assert marker.is_file(), "the fault was injected (an actor was killed)"
+    assert summary.worker_exit == 0 and summary.ok == 4, (summary.images, predict.log_tail(tmp_path / "ray.log"))
+    for i in range(4):
+        folder = Path(req.out) / f"copy{i}"
+        assert json.loads((folder / "result.json").read_text())["instances"]
+        assert not [p.name for p in folder.iterdir() if p.name.endswith(".tmp")], "no half-written file"
+
+
+# --- the service -------------------------------------------------------------------------------
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def call(url: str, data: bytes = b"", headers=None, method: str = "POST", timeout: float = 120):
+    req = urllib.request.Request(url, data=data if method == "POST" else None, method=method, headers=headers or {})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            return resp.status, {k.lower(): v for k, v in resp.headers.items()}, json.loads(resp.read())
+    except urllib.error.HTTPError as err:
+        return err.code, {k.lower(): v for k, v in err.headers.items()}, json.loads(err.read() or b"{}")
+
+
+@pytest.fixture(scope="module")
+def service_url(ray_env, synthetic, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("serve")
+    port = free_port()
+    req = ray_request(ray_env, tmp, [], synthetic)
+    opts = service.ServeOptions(port=port, max_batch_size=4, batch_wait_ms=50, max_queue=2, max_body_mb=0.5,
+                                token=TOKEN)
+    log = open(tmp / "serve.log", "w")
+    proc = subprocess.Popen(service.command(req, opts) + ["--num-cpus", "2"], env=service.env(opts), stdout=log,
+                            stderr=subprocess.STDOUT, start_new_session=True)
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 300
+    try:
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                pytest.fail("serve_app exited: " + (tmp / "serve.log").read_text()[-2000:])
+            if '"event": "serving"' in (tmp / "serve.log").read_text():
+                break
+            time.sleep(2)
+        else:
+            pytest.fail("serve_app did not answer in 300 s")
+        yield base
+    finally:
+        os.killpg(proc.pid, signal.SIGINT)
+        try:
+            proc.wait(60)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+        log.close()
+
+
+def photo_bytes(ray_env) -> bytes:
+    hopper = next(s.path for s in samples.resolve(matrix_mod.load().samples, str(ray_env)) if s.name == "grace_hopper")
+    return Path(hopper).read_bytes()
+
+
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+def test_service_answers_good_and_bad_images(ray_env, service_url):
+    status, _, health = call(service_url + "/healthz", method="GET")
+    assert status == 200 and health["weights"] == "synthetic"
+    assert call(service_url + "/v1/densepose", photo_bytes(ray_env))[0] == 401   # no token
+    status, _, answer = call(service_url + "/v1/densepose?overlay=1&iuv=1", photo_bytes(ray_env), AUTH)
+    assert status == 200, answer
+    assert answer["persons"] == len(answer["instances"]) >= 1 and answer["weights"] == "synthetic"
+    assert any("pipeline check, not a model" in n for n in answer["notes"])
+    assert all(len(p["box_xyxy"]) == 4 and 0 <= p["score"] <= 1 for p in answer["instances"])
+    assert base64.b64decode(answer["overlay_png_base64"])[:8] == b"\x89PNG\r\n\x1a\n"
+    iuv = np.load(io.BytesIO(base64.b64decode(answer["iuv_npz_base64"])))
+    assert iuv["boxes_xyxy"].shape == (answer["persons"], 4)
+    boundary = "dpdeployboundary"
+    form = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"image\"; filename=\"h.jpg\"\r\n"
+            "Content-Type: image/jpeg\r\n\r\n").encode() + photo_bytes(ray_env) + f"\r\n--{boundary}--\r\n".encode()
+    status, _, multi = call(service_url + "/v1/densepose", form,
+                            {**AUTH, "Content-Type": f"multipart/form-data; boundary={boundary}"})
+    assert status == 200 and multi["persons"] == answer["persons"]
+    for body, reason in ((b"", "empty body"), (b"words, not pixels", "not an image")):
+        status, _, bad = call(service_url + "/v1/densepose", body, AUTH)
+        assert status == 400 and reason in bad["error"] and "\n" not in bad["error"], bad
+    status, _, health = call(service_url + "/healthz", method="GET")
+    assert status == 200, "the replica is still up after bad input"
+
+
+def test_service_refuses_oversize_and_overload_without_losing_requests(ray_env, service_url):
+    status, _, big = call(service_url + "/v1/densepose", b"\0" * (600 * 1024), AUTH)
+    assert status == 413 and "over the limit" in big["error"]
+    data = photo_bytes(ray_env)
+    with cf.ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(lambda _: call(service_url + "/v1/densepose", data, AUTH), range(8)))
+    codes = sorted(a[0] for a in answers)
+    assert set(codes) <= {200, 503} and len(answers) == 8, codes   # every request answered
+    assert 200 in codes and 503 in codes, codes
+    assert all(a[1].get("retry-after") == "1" for a in answers if a[0] == 503)
