@@ -90,7 +90,10 @@ def test_env_stage_and_test_extension_build_in_the_image(tmp_path, storage):
 @pytest.mark.skipif(not os.environ.get("DPDEPLOY_TEST_D2_SOURCE"),
                     reason="needs a local detectron2 clone: set DPDEPLOY_TEST_D2_SOURCE")
 def test_runtime_image_with_detectron2_passes_its_smoke_on_cpu(tmp_path, storage):
-    result = docker_build(tmp_path, storage, "--target", "runtime", "--source", os.environ["DPDEPLOY_TEST_D2_SOURCE"])
+    checkout = tmp_path / "checkout"   # a snapshot: the edit below is its only change
+    buildcontext.stage_repo(ROOT, checkout)
+    result = docker_build(tmp_path, storage, "--target", "runtime", "--source", os.environ["DPDEPLOY_TEST_D2_SOURCE"],
+                          root=checkout)
     [stage] = result["stages"]
     assert stage["target"] == "build" and stage["status"] == "built" and result["build_args"]["BUILT_IMAGE"] == stage["tag"]
     assert in_image(storage, result["tag"], "id", "-u", user="1000:1000").strip() == "1000"
@@ -115,15 +118,13 @@ def test_runtime_image_with_detectron2_passes_its_smoke_on_cpu(tmp_path, storage
     assert summary["failed"] == 0 and [(i["stem"], i["status"]) for i in summary["images"]] == [("grey", "ok")]
     assert (out / "grey" / "dp_contour.png").stat().st_size > 0 and (out / "grey" / "result.json").is_file()
 
-    # An edit of the predictor (a checkout of its own): the build stage image is reused, only
+    # An edit of the predictor in that checkout: the build stage image is reused, only
     # the runtime's engine layers follow; the edited file is what the new image holds.
-    edited = tmp_path / "edited"
-    buildcontext.stage_repo(ROOT, edited)
     marker = "# an engine-only edit (tests/test_docker_build.py)"
-    with open(edited / "dpdeploy" / "inference" / "predict.py", "a") as fh:
+    with open(checkout / "dpdeploy" / "inference" / "predict.py", "a") as fh:
         fh.write(marker + "\n")
     again = docker_build(tmp_path, storage, "--target", "runtime", "--source", os.environ["DPDEPLOY_TEST_D2_SOURCE"],
-                         root=edited)
+                         root=checkout)
     assert [(st["status"], st["tag"]) for st in again["stages"]] == [("reused", stage["tag"])]
     assert marker in in_image(storage, again["tag"], "tail", "-n", "1", "/app/dpdeploy/inference/predict.py")
     assert "smoke" in in_image(storage, again["tag"], "/app/.venv/bin/invoke", "--search-root", "/app", "--list",
