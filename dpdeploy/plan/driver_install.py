@@ -218,8 +218,9 @@ def _secure_boot(host: HostView, request: Request) -> dict[str, Any]:
     return {"state": state, "refusal": refusal}
 
 
-def decide(rules: Rules, matrix: matrix_mod.Matrix, host: HostView, request: Request = Request()) -> dict[str, Any]:
+def decide(rules: Rules, matrix: matrix_mod.Matrix, host: HostView, request: Optional[Request] = None) -> dict[str, Any]:
     """The driver installation for ``host``: every choice with its reason (JSON-ready)."""
+    request = request or Request()
     if not host.gpus:
         raise DriverRuleError("this host has no NVIDIA GPU: it needs no NVIDIA driver")
     distro_family = host.os.split("-")[0]
