@@ -168,8 +168,12 @@ def test_injected_gpu_check_mode_plans_the_driver_and_changes_nothing(converged,
     plan = tasks["Show the NVIDIA driver plan"]["nvidia_driver_plan"]
     assert plan["profile"] == "cu130" and plan["min_driver"] == "580.65.06" and plan["branch"] == "580"
     assert plan["action"] == "install" and plan["installed"] == ""
-    assert plan["packages"] == ["linux-headers-amd64", "dkms", "cuda-drivers-580"]
+    # The engine's answer (dpdeploy.plan.driver_install) for an H100 SXM on Debian 12, this kernel.
+    assert plan["modules"] == "open" and plan["server"] is True and plan["pin"] == "580.65.06-*"
+    assert plan["packages"] == [f"linux-headers-{os.uname().release}", "dkms", "nvidia-driver-cuda",
+                                "nvidia-kernel-open-dkms", "nvidia-persistenced"]
     assert plan["repository"]["url"].endswith("/repos/debian12/x86_64/")
+    assert plan["fabricmanager"] is False          # the injected PCI view has no NVSwitch
     assert tasks["Report the driver packages check mode would install"]["changed"] is True
     install = "Install the NVIDIA driver packages"
     assert install not in tasks or tasks[install].get("skipped")
@@ -214,8 +218,10 @@ def test_driver_role_acts_on_the_engines_answer(tmp_path, matrix, smi_output):
     fits = bool(smi_output) and new_enough(smi_output, floor)
     assert plan["installed"] == smi_output and plan["min_driver"] == floor
     assert plan["action"] == ("none" if fits else "install"), plan["reason"]
-    verdict = tasks["Ask dpdeploy's engine whether the running driver is new enough"]
+    # Verification runs for a kept driver; in check mode an install has nothing to verify yet.
+    verdict = tasks.get("Ask dpdeploy's engine whether the running driver is new enough", {"skipped": True})
     assert verdict.get("skipped", False) is not fits
+    assert plan["fabricmanager"] is False and plan["modules"] == "open"
 
 
 def test_driver_role_refuses_the_series_the_engine_refuses(tmp_path):

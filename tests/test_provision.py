@@ -122,6 +122,7 @@ def test_pci_gpu_module_reads_sysfs(tmp_path):
     _pci(tmp_path, "0000:00:02.0", "0x8086", "0x030000", "0x3e92")    # Intel iGPU
     _pci(tmp_path, "0000:02:00.0", "0x10de", "0x068000", "0x22a3")    # NVSwitch: bridge class
     assert mod.nvidia_gpus(str(tmp_path)) == [{"slot": "0000:01:00.0", "device": "0x2330", "class": "0x030200"}]
+    assert [d["device"] for d in mod.nvidia_gpus(str(tmp_path), mod.BRIDGE_CLASS)] == ["0x22a3"]
     assert mod.nvidia_gpus(str(tmp_path / "missing")) == []
 
 
