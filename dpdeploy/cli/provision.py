@@ -29,7 +29,7 @@ def _ansible_playbook() -> str:
     "extra_vars": "Extra variables for ansible-playbook -e, e.g. 'densepose_setup_steps=[\"env\"]' or @vars.yml.",
     "forks": "Hosts worked on in parallel (ansible --forks; 0 = ansible.cfg's 20).",
     "serial": "Rolling run: hosts per batch, a number (2) or a percentage (25%); empty = all at once.",
-    "max_fail": "Stop the run when more than this percentage of a batch failed (0-100; default 100: never stop).",
+    "max_fail": "Stop the run when more than this percentage of a batch failed (0-100; -1: site.yml's 100, never stop).",
     "dry": "Print the ansible-playbook command and change nothing (not even on this machine).",
     "json": "Print the per-host summary as JSON (the playbook output goes to the run log only).",
 })
