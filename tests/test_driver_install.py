@@ -124,6 +124,14 @@ def test_secure_boot_refuses_unsigned_modules_with_signing_instructions(rules, m
         "state": "disabled", "refusal": ""}
 
 
+@pytest.mark.parametrize("given, state", [("enabled", True), ("disabled", False), ("unknown", None), ("", None),
+                                          (True, True), (False, False), (None, None)])
+def test_secure_boot_state_as_the_role_sends_it(given, state):
+    host = rule.host_from_dict({"gpus": [{"device": "0x2330"}], "machine": "x86_64", "kernel": "6.1.0-18-amd64",
+                                "os": "Debian-12", "secure_boot": given, "nvswitches": "0"})
+    assert host.secure_boot is state and host.nvswitches == 0
+
+
 def test_container_toolkit_only_when_asked(rules, matrix):
     assert _decide(rules, matrix, "t4")["container_toolkit"] is None
     ctk = _decide(rules, matrix, "t4", rule.Request(container_toolkit=True))["container_toolkit"]

@@ -136,6 +136,13 @@ def host_from_facts(facts: Any) -> HostView:
                     machine=facts.machine, kernel=facts.kernel, os=os_key, installed=facts.driver_version or "")
 
 
+def _secure_boot_state(value: Any) -> Optional[bool]:
+    """true/"enabled" -> True, false/"disabled" -> False, anything else (None, "unknown", "") -> None."""
+    if isinstance(value, bool) or value is None:
+        return value
+    return {"enabled": True, "true": True, "disabled": False, "false": False}.get(str(value).strip().lower())
+
+
 def host_from_dict(data: dict[str, Any]) -> HostView:
     """The rule's view from the role's JSON (the nvidia_pci_gpus module's lists and ansible facts)."""
     try:
@@ -145,7 +152,7 @@ def host_from_dict(data: dict[str, Any]) -> HostView:
         secure_boot = data.get("secure_boot")
         return HostView(gpus=gpus, machine=str(data["machine"]), kernel=str(data["kernel"]), os=str(data["os"]),
                         nvswitches=None if nvswitches is None else int(nvswitches),
-                        secure_boot=None if secure_boot is None else bool(secure_boot),
+                        secure_boot=_secure_boot_state(secure_boot),
                         installed=str(data.get("installed") or ""))
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise DriverRuleError(f"host description: {exc!r} (needs gpus, machine, kernel, os)") from None
