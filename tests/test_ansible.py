@@ -120,7 +120,10 @@ def test_first_converge_installs(converged):
 def test_second_converge_changes_nothing(converged):
     _, (rc, summary) = converged
     assert rc == 0, summary["output"][-4000:]
-    assert [(h["host"], h["changed"], h["failed"]) for h in summary["hosts"]] == [("bookworm", 0, 0)]
+    doc = provision._json_document(summary["output"])
+    changed = [t["task"]["name"] for p in doc["plays"] for t in p["tasks"]
+               if t["hosts"].get("bookworm", {}).get("changed")]
+    assert [(h["host"], h["changed"], h["failed"]) for h in summary["hosts"]] == [("bookworm", 0, 0)], changed
 
 
 @pytest.mark.slow
@@ -168,8 +171,13 @@ def test_injected_gpu_check_mode_plans_the_driver_and_changes_nothing(converged,
     plan = tasks["Show the NVIDIA driver plan"]["nvidia_driver_plan"]
     assert plan["profile"] == "cu130" and plan["min_driver"] == "580.65.06" and plan["branch"] == "580"
     assert plan["action"] == "install" and plan["installed"] == ""
-    assert plan["packages"] == ["linux-headers-amd64", "dkms", "cuda-drivers-580"]
+    # The engine's answer (dpdeploy.plan.driver_install) for an H100 SXM on Debian 12, this kernel.
+    assert plan["modules"] == "open" and plan["server"] is True and plan["pin"] == "580.65.06-*"
+    assert plan["packages"] == [f"linux-headers-{os.uname().release}", "dkms", "nvidia-driver-cuda",
+                                "nvidia-kernel-open-dkms", "nvidia-persistenced"]
     assert plan["repository"]["url"].endswith("/repos/debian12/x86_64/")
+    assert plan["fabricmanager"] is False          # the injected PCI view has no NVSwitch
+    assert plan["secure_boot"] == {"state": "unknown", "refusal": ""}     # no mokutil in the chroot
     assert tasks["Report the driver packages check mode would install"]["changed"] is True
     install = "Install the NVIDIA driver packages"
     assert install not in tasks or tasks[install].get("skipped")
@@ -214,11 +222,172 @@ def test_driver_role_acts_on_the_engines_answer(tmp_path, matrix, smi_output):
     fits = bool(smi_output) and new_enough(smi_output, floor)
     assert plan["installed"] == smi_output and plan["min_driver"] == floor
     assert plan["action"] == ("none" if fits else "install"), plan["reason"]
-    verdict = tasks["Ask dpdeploy's engine whether the running driver is new enough"]
+    # Verification runs for a kept driver; in check mode an install has nothing to verify yet.
+    verdict = tasks.get("Ask dpdeploy's engine whether the running driver is new enough", {"skipped": True})
     assert verdict.get("skipped", False) is not fits
+    assert plan["fabricmanager"] is False and plan["modules"] == "open"
+    assert plan["secure_boot"]["state"] == ("unknown" if shutil.which("mokutil") is None else plan["secure_boot"]["state"])
 
 
 def test_driver_role_refuses_the_series_the_engine_refuses(tmp_path):
     rc, tasks = _driver_role(tmp_path, "", branch="570")
     refused = tasks["Refuse a driver series older than the profile needs"]
     assert rc != 0 and refused.get("failed") and "nvidia_driver_branch=570" in refused["msg"]
+
+
+# --- check mode on fresh hosts ----------------------------------------------------------------
+
+def _fresh_rootfs(base: Path) -> Path:
+    rootfs = base / "rootfs"
+    rootfs.mkdir()
+    assert _run(["tar", "-C", str(rootfs), "-xf", str(_cached_rootfs())]).returncode == 0
+    return rootfs
+
+
+@pytest.fixture(scope="module")
+def fresh_hosts(tmp_path_factory):
+    """Two fresh bookworm rootfs: 'bare' as debootstrap left it (no Python), 'python' with Python only."""
+    if os.geteuid() != 0 or shutil.which("debootstrap") is None:
+        pytest.skip("the chroot converge needs root and debootstrap (apt-get install debootstrap)")
+    hosts = {}
+    for name in ("bare", "python"):
+        rootfs = _fresh_rootfs(tmp_path_factory.mktemp(f"fresh-{name}"))
+        hosts[name] = {"ansible_connection": "community.general.chroot", "ansible_host": str(rootfs),
+                       "ansible_become": False, "densepose_setup_steps": STEPS}
+    local_cas = Path("/usr/local/share/ca-certificates")
+    python_root = Path(hosts["python"]["ansible_host"])
+    if local_cas.is_dir():
+        shutil.copytree(local_cas, python_root / "usr/local/share/ca-certificates", dirs_exist_ok=True)
+    shutil.copy("/etc/resolv.conf", python_root / "etc/resolv.conf")
+    made = _run(["chroot", str(python_root), "sh", "-c", "apt-get update -qq && DEBIAN_FRONTEND=noninteractive "
+                 "apt-get install -y -qq --no-install-recommends python3 python3-apt >/dev/null"], timeout=900)
+    assert made.returncode == 0, made.stdout[-2000:] + made.stderr[-2000:]
+    base = tmp_path_factory.mktemp("fresh-inventory")
+    inventory = base / "inventory.yml"
+    inventory.write_text(json.dumps({"all": {"hosts": hosts}}))
+    return {"inventory": inventory, "home": base / "home", "hosts": hosts}
+
+
+@pytest.mark.slow
+def test_check_mode_on_fresh_hosts_says_what_would_change_and_changes_nothing(fresh_hosts):
+    rc, summary = _provision(fresh_hosts, "--check")
+    assert rc == 0, summary["output"][-4000:]
+    assert summary["check"] is True
+    assert {h["host"]: h["status"] for h in summary["hosts"]} == {"bare": "would change", "python": "would change"}
+    assert all(h["failed"] == 0 and h["unreachable"] == 0 for h in summary["hosts"])
+    out = summary["output"]
+    assert "bare: would install python3 and python3-apt" in out
+    assert "would unpack the project into /opt/dpdeploy" in out            # the host with Python got that far
+    for host in fresh_hosts["hosts"].values():
+        root = Path(host["ansible_host"])
+        assert not (root / "opt/dpdeploy").exists()
+    assert not (Path(fresh_hosts["hosts"]["bare"]["ansible_host"]) / "usr/bin/python3").exists()
+    assert not (Path(fresh_hosts["hosts"]["python"]["ansible_host"]) / "usr/bin/gcc").exists()   # base: not installed
+    bundle = Path(summary["bundle"])
+    assert bundle.is_file() and bundle.parent == Path(summary["log"]).parent.parent   # once, in the run record
+
+
+# --- the densepose role never deploys the CPU profile onto a GPU host ---------------------------
+
+@pytest.mark.slow
+def test_densepose_refuses_a_cpu_plan_on_a_host_with_nvidia_gpus(converged, chroot_host, tmp_path):
+    play = tmp_path / "densepose.yml"
+    play.write_text(f"- hosts: all\n  gather_facts: true\n  roles: [{ROOT / 'ansible' / 'roles' / 'densepose'}]\n")
+    where = {"densepose_source_dir": str(ROOT), "densepose_reports_dir": str(tmp_path / "reports")}
+    extra = json.dumps({**where, "nvidia_driver_gpus": INJECTED_GPU, "densepose_setup_steps": ["plan"]})
+    argv = provision.playbook_argv(str(ANSIBLE_PLAYBOOK), inventory=chroot_host["inventory"], playbook=play,
+                                   extra_vars=extra)
+    proc = _run(argv, env={**provision.playbook_env(dict(os.environ)), "DPDEPLOY_HOME": str(chroot_host["home"])},
+                timeout=600)
+    [host] = provision.parse_json(proc.stdout)
+    assert proc.returncode != 0 and host.status == "failed", proc.stdout[-3000:]
+    assert "has 1 NVIDIA GPU(s) on the PCI bus but the engine plans cpu" in host.message
+    allowed = json.dumps({**where, "nvidia_driver_gpus": INJECTED_GPU, "densepose_setup_steps": [],
+                          "densepose_allow_cpu_on_gpu_host": True})
+    argv[-1] = allowed
+    ok = _run(argv, env={**provision.playbook_env(dict(os.environ)), "DPDEPLOY_HOME": str(chroot_host["home"])},
+              timeout=600)
+    assert ok.returncode == 0, ok.stdout[-3000:]
+
+
+# --- a converge with an injected GPU: the real files the driver role writes ---------------------
+
+STUB_VERSIONS = ("580.65.06-1", "590.44.01-1")     # the pin must pick the first, though the second is newer
+
+
+def _stub_deb(out: Path, name: str, version: str, files: dict[str, str]) -> Path:
+    tree = out / f"{name}_{version}"
+    (tree / "DEBIAN").mkdir(parents=True)
+    (tree / "DEBIAN" / "control").write_text(
+        f"Package: {name}\nVersion: {version}\nArchitecture: all\nMaintainer: dpdeploy tests <t@example.org>\n"
+        f"Description: stand-in for NVIDIA's {name} (tests: no NVIDIA repository here)\n")
+    for rel, text in files.items():
+        (tree / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tree / rel).write_text(text)
+    deb = out / f"{name}_{version}_all.deb"
+    made = _run(["dpkg-deb", "--root-owner-group", "--build", str(tree), str(deb)])
+    assert made.returncode == 0, made.stderr
+    shutil.rmtree(tree)
+    return deb
+
+
+def _stub_repository(rootfs: Path) -> str:
+    """A flat apt repository inside the rootfs with stand-ins for the packages the engine plans."""
+    repo = rootfs / "srv" / "nvidia-stub"
+    repo.mkdir(parents=True)
+    unit = "[Unit]\nDescription=stub\n[Service]\nExecStart=/bin/true\n[Install]\nWantedBy=multi-user.target\n"
+    for version in STUB_VERSIONS:
+        for name in ("nvidia-driver-cuda", "nvidia-kernel-open-dkms"):
+            _stub_deb(repo, name, version, {})
+        _stub_deb(repo, "nvidia-persistenced", version, {"lib/systemd/system/nvidia-persistenced.service": unit})
+        _stub_deb(repo, "nvidia-fabricmanager-580", version,
+                  {"lib/systemd/system/nvidia-fabricmanager.service": unit})
+    _stub_deb(repo, f"linux-headers-{os.uname().release}", "1.0", {})
+    _stub_deb(repo, "dkms", "99.0", {})
+    scan = _run(["dpkg-scanpackages", "--multiversion", "."], cwd=repo)
+    assert scan.returncode == 0, scan.stderr
+    (repo / "Packages").write_text(scan.stdout)
+    return "deb [trusted=yes] file:/srv/nvidia-stub ./"
+
+
+@pytest.mark.slow
+def test_injected_gpu_converge_pins_holds_blacklists_and_stops_for_the_pending_reboot(converged, chroot_host):
+    rootfs = chroot_host["rootfs"]
+    source = _stub_repository(rootfs)
+    extra = json.dumps({"nvidia_driver_detected_gpus": INJECTED_GPU,
+                        "nvidia_driver_detected_nvswitches": [{"slot": "0000:07:00.0", "device": "0x22a3",
+                                                               "class": "0x068000"}],
+                        "nvidia_driver_apt_source": source})
+    rc, summary = _provision(chroot_host, "--extra-vars", extra)
+    [host] = summary["hosts"]
+    assert rc == 1 and host["status"] == "failed", summary["output"][-4000:]
+    assert "reboot pending on bookworm" in host["message"] and "Not deploying DensePose" in host["message"]
+
+    def chroot(*cmd):
+        proc = _run(["chroot", str(rootfs), *cmd])
+        assert proc.returncode == 0, proc.stderr
+        return proc.stdout
+
+    pin = (rootfs / "etc/apt/preferences.d/dpdeploy-nvidia-driver").read_text()
+    assert "Pin: version 580.65.06-*" in pin and "Pin-Priority: 1001" in pin
+    assert "nvidia-driver-cuda nvidia-kernel-open-dkms nvidia-persistenced nvidia-fabricmanager-580" in pin
+    versions = dict(line.split() for line in chroot(
+        "dpkg-query", "-W", "-f=${Package} ${Version}\\n", "nvidia-driver-cuda", "nvidia-kernel-open-dkms",
+        "nvidia-persistenced", "nvidia-fabricmanager-580", f"linux-headers-{os.uname().release}").splitlines())
+    assert versions == {"nvidia-driver-cuda": "580.65.06-1", "nvidia-kernel-open-dkms": "580.65.06-1",
+                        "nvidia-persistenced": "580.65.06-1", "nvidia-fabricmanager-580": "580.65.06-1",
+                        f"linux-headers-{os.uname().release}": "1.0"}      # the running kernel's headers
+    held = {line.split()[0] for line in chroot("dpkg", "--get-selections").splitlines() if line.split()[1] == "hold"}
+    assert held == {"nvidia-driver-cuda", "nvidia-kernel-open-dkms", "nvidia-persistenced", "nvidia-fabricmanager-580"}
+    assert (rootfs / "etc/modprobe.d/blacklist-nouveau.conf").read_text().endswith(
+        "blacklist nouveau\noptions nouveau modeset=0\n")
+    for unit in ("nvidia-persistenced", "nvidia-fabricmanager"):
+        assert (rootfs / f"lib/systemd/system/{unit}.service").is_file()
+    # An upgrade does not move the held, pinned driver to the newer version in the repository.
+    chroot("apt-get", "-qq", "-o", "Dpkg::Use-Pty=0", "upgrade", "-y")
+    assert chroot("dpkg-query", "-W", "-f=${Version}", "nvidia-driver-cuda") == "580.65.06-1"
+    # The host stopped there: no task of the densepose role ran on it.
+    doc = provision._json_document(summary["output"])
+    ran = [t["task"]["name"] for p in doc["plays"] for t in p["tasks"] if "bookworm" in t["hosts"]]
+    assert ran[-1].endswith("Stop this host while its reboot is pending")
+    assert not [n for n in ran if n.startswith("densepose")]

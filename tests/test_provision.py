@@ -1,10 +1,11 @@
-"""`invoke provision`'s pure parts: the command line, the PLAY RECAP parser, the bundle, the driver floor."""
+"""`invoke provision`'s parts: the command line, the summary from the JSON callback, the bundle, the driver floor."""
 import importlib.util
 import json
 import os
 import subprocess
 import sys
 import tarfile
+from pathlib import Path
 
 import pytest
 
@@ -14,41 +15,94 @@ from dpdeploy.plan.matrix import MatrixError
 
 from .conftest import ROOT
 
-RECAP = """\
-TASK [densepose : Show the plan's profile and device] ****************************
-ok: [gpu1]
+ANSIBLE_PLAYBOOK = Path(sys.executable).parent / "ansible-playbook"
+needs_ansible = pytest.mark.skipif(not ANSIBLE_PLAYBOOK.is_file(),
+                                   reason="ansible is not installed (requirements/ansible.txt)")
 
-PLAY RECAP *********************************************************************
-gpu1                       : ok=21   changed=3    unreachable=0    failed=0    skipped=4    rescued=0    ignored=0
-gpu2                       : ok=2    changed=0    unreachable=1    failed=0    skipped=0    rescued=0    ignored=0
-\x1b[0;31mcpu1\x1b[0m                       : ok=7    changed=0    unreachable=0    failed=1    skipped=1    rescued=0    ignored=0
-cpu2                       : ok=19   changed=0    unreachable=0    failed=0    skipped=6    rescued=0    ignored=0
+# Three local hosts: one changes, one fails like a GPU host with a pending reboot, one is unreachable.
+PLAY = """\
+- hosts: all
+  gather_facts: false
+  tasks:
+    - name: Reach the host
+      ansible.builtin.ping:
+    - name: Change something
+      ansible.builtin.copy:
+        content: "x"
+        dest: "{{ out_dir }}/changed"
+        mode: "0644"
+      when: inventory_hostname == 'changes'
+    - name: Stop this host while its reboot is pending
+      ansible.builtin.fail:
+        msg: "nvidia_driver: reboot pending on {{ inventory_hostname }}"
+      when: inventory_hostname == 'pending'
+    - name: Say hello
+      ansible.builtin.debug:
+        msg: hello
+"""
 
-Sunday 23 November 2026  09:50:01 +0000 (0:00:00.020)       0:00:33.101 *******
-===============================================================================
-base : Install the build and runtime packages --------------------------- 25.31s
-"""  # noqa: E501 (ansible's recap lines, verbatim)
+
+def _real_run(tmp_path, check=False):
+    """ansible-playbook with the environment and command line `invoke provision` uses; its output."""
+    inv = tmp_path / "inv.yml"
+    local = {"ansible_connection": "local", "ansible_python_interpreter": sys.executable}
+    inv.write_text(json.dumps({"all": {"hosts": {
+        "changes": {**local, "out_dir": str(tmp_path)}, "pending": local, "steady": local,
+        "gone": {"ansible_host": "127.0.0.1", "ansible_port": 1, "ansible_user": "nobody"}}}}))
+    play = tmp_path / "play.yml"
+    play.write_text(PLAY)
+    argv = provision.playbook_argv(str(ANSIBLE_PLAYBOOK), inventory=inv, playbook=play, check=check)
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=120,
+                          env=provision.playbook_env({**os.environ, "ANSIBLE_HOST_KEY_CHECKING": "False"}))
+    return proc.returncode, proc.stderr + proc.stdout     # as runner.stream merges them: warnings first
 
 
-def test_recap_one_entry_per_host_with_status():
-    recaps = provision.parse_recap(RECAP.splitlines())
+@needs_ansible
+def test_summary_comes_from_the_json_callback_with_why_a_host_failed(tmp_path):
+    rc, out = _real_run(tmp_path)
+    recaps = provision.parse_json(out)
+    assert rc != 0
     assert [(r.host, r.status) for r in recaps] == [
-        ("gpu1", "changed"), ("gpu2", "unreachable"), ("cpu1", "failed"), ("cpu2", "ok")]
-    assert recaps[0].ok == 21 and recaps[0].changed == 3 and recaps[0].skipped == 4
-    assert recaps[2].failed == 1 and recaps[3].to_dict()["status"] == "ok"
+        ("changes", "changed"), ("gone", "unreachable"), ("pending", "failed"), ("steady", "ok")]
+    by = {r.host: r for r in recaps}
+    assert by["changes"].changed == 1 and by["steady"].ok == 2 and by["pending"].failed == 1
+    assert "reboot pending on pending" in by["pending"].message and by["gone"].message
+    text = provision.summary_text(recaps, rc)
+    assert "2/4 hosts converged; failed or unreachable: gone, pending" in text
+    assert "Stop this host while its reboot is pending: nvidia_driver: reboot pending on pending" in text
 
 
-def test_recap_takes_the_last_play_recap_and_ignores_timings():
-    text = "PLAY RECAP ***\nold : ok=1 changed=1 unreachable=0 failed=0\n\n" + RECAP
-    assert [r.host for r in provision.parse_recap(text.splitlines())] == ["gpu1", "gpu2", "cpu1", "cpu2"]
-    assert provision.parse_recap(["TASK [x] ***", "ok: [h]"]) == []
+@needs_ansible
+def test_check_mode_summary_says_would_change_not_converged(tmp_path):
+    rc, out = _real_run(tmp_path, True)
+    recaps = provision.parse_json(out, check=True)
+    assert {r.host: r.status for r in recaps}["changes"] == "would change"
+    text = provision.summary_text(recaps, rc, check=True)
+    assert "1/4 hosts would change, 1 already converged" in text and "hosts converged" not in text
+    assert "check mode: nothing was changed" in text
 
 
-def test_summary_names_the_hosts_that_did_not_converge():
-    text = provision.summary_text(provision.parse_recap(RECAP.splitlines()), 2)
-    assert "2/4 hosts converged; failed or unreachable: gpu2, cpu1" in text
-    assert "gpu1  changed      ok=21 changed=3" in text
-    assert "no PLAY RECAP" in provision.summary_text([], 4) and "exited 4" in provision.summary_text([], 4)
+def test_no_json_document_is_no_summary():
+    assert provision.parse_json("[WARNING]: x\nERROR! the playbook could not be found\n") == []
+    assert "no per-host results" in provision.summary_text([], 4) and "exited 4" in provision.summary_text([], 4)
+    # Warnings before the document and a stray brace line do not confuse the reader.
+    doc = json.dumps({"plays": [], "stats": {"h": {"ok": 1, "changed": 0, "failures": 0, "unreachable": 0}}},
+                     indent=4)
+    assert [r.host for r in provision.parse_json("[WARNING]: {odd}\n{\nnot json\n" + doc)] == ["h"]
+
+
+def test_playbook_argv_with_fleet_flags():
+    argv = provision.playbook_argv("ap", inventory="i", forks=5, serial="25%", max_fail=10, bundle="/r/b.tar.gz",
+                                   extra_vars="x=1")
+    assert argv[:4] == ["ap", "-i", "i", str(provision.PLAYBOOK)] and argv[4:6] == ["--forks", "5"]
+    assert json.loads(argv[7]) == {"dpdeploy_serial": "25%", "dpdeploy_max_fail_percentage": 10,
+                                   "densepose_bundle": "/r/b.tar.gz"}
+    assert argv[8:] == ["--extra-vars", "x=1"]     # the user's variables last: they win
+    for bad in ({"forks": -1}, {"serial": "x"}, {"serial": "0"}, {"max_fail": 101}):
+        with pytest.raises(provision.ProvisionError):
+            provision.playbook_argv("ap", **bad)
+    env = provision.playbook_env({})
+    assert env["ANSIBLE_STDOUT_CALLBACK"] == "ansible.posix.json" and env["ANSIBLE_CALLBACKS_ENABLED"] == ""
 
 
 def test_playbook_argv():
@@ -122,6 +176,7 @@ def test_pci_gpu_module_reads_sysfs(tmp_path):
     _pci(tmp_path, "0000:00:02.0", "0x8086", "0x030000", "0x3e92")    # Intel iGPU
     _pci(tmp_path, "0000:02:00.0", "0x10de", "0x068000", "0x22a3")    # NVSwitch: bridge class
     assert mod.nvidia_gpus(str(tmp_path)) == [{"slot": "0000:01:00.0", "device": "0x2330", "class": "0x030200"}]
+    assert [d["device"] for d in mod.nvidia_gpus(str(tmp_path), mod.BRIDGE_CLASS)] == ["0x22a3"]
     assert mod.nvidia_gpus(str(tmp_path / "missing")) == []
 
 
@@ -133,3 +188,9 @@ def test_provision_dry_prints_the_command_and_writes_nothing(tmp_path):
     assert proc.stdout.split()[1:] == ["-i", "inv.yml", str(provision.PLAYBOOK), "--limit", "gpu1", "--check"]
     assert proc.stdout.split()[0].endswith("ansible-playbook")
     assert not any(tmp_path.iterdir()), "--dry must not create a run record"
+
+
+def test_provision_refuses_bad_flags_in_one_line(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "invoke", "provision", "--dry", "--max-fail", "150"], cwd=ROOT,
+                          capture_output=True, text=True, env={**os.environ, "DPDEPLOY_HOME": str(tmp_path)}, timeout=120)
+    assert proc.returncode == 2 and proc.stderr.startswith("error: --max-fail 150") and "Traceback" not in proc.stderr

@@ -1,14 +1,17 @@
 """`invoke provision`, the pure parts: the ansible-playbook command line and the per-host summary.
 
-The command runs through ``runner.stream``; its PLAY RECAP is parsed here into one line per
-host, so a fleet run ends with who converged, who changed, who failed and who was unreachable.
+The playbook runs with Ansible's JSON callback (``ansible.posix.json``, part of the ``ansible``
+package in requirements/ansible.txt; ansible-core itself ships no JSON callback), so the summary is
+read from its structured ``stats`` and task results, not scraped from the text PLAY RECAP: one line
+per host saying who converged, who changed (or would, in check mode), who failed and why.
 """
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Optional, Sequence
 
 from dpdeploy import paths
 
@@ -16,11 +19,12 @@ ANSIBLE_DIR = paths.ROOT / "ansible"
 DEFAULT_INVENTORY = ANSIBLE_DIR / "inventories" / "example"
 PLAYBOOK = ANSIBLE_DIR / "site.yml"
 CONTROLLER_LOCK = paths.ROOT / "requirements" / "ansible.txt"
+JSON_CALLBACK = "ansible.posix.json"
+_SERIAL = re.compile(r"^[1-9]\d*%?$")
 
-_ANSI = re.compile(r"\x1b\[[0-9;]*m")
-# One recap line, e.g. "web1 : ok=5 changed=0 unreachable=0 failed=0 skipped=1 rescued=0 ignored=0"
-_RECAP_LINE = re.compile(r"^(?P<host>\S+)\s*:\s*(?P<counts>(?:\w+=\d+\s*)+)$")
-_COUNT = re.compile(r"(\w+)=(\d+)")
+
+class ProvisionError(ValueError):
+    """A request `invoke provision` refuses (bad flag values)."""
 
 
 @dataclass(frozen=True)
@@ -33,18 +37,32 @@ class HostRecap:
     skipped: int = 0
     rescued: int = 0
     ignored: int = 0
+    check: bool = False          # a check-mode run: "changed" means "would change"
+    message: str = ""            # why the host failed (its last failed task's message)
 
     @property
     def status(self) -> str:
-        """One word per host: unreachable, failed, changed or ok."""
+        """One word per host: unreachable, failed, changed (would change in check mode) or ok."""
         if self.unreachable:
             return "unreachable"
         if self.failed:
             return "failed"
-        return "changed" if self.changed else "ok"
+        if self.changed:
+            return "would change" if self.check else "changed"
+        return "ok"
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "status": self.status}
+
+
+def check_flags(forks: int = 0, serial: str = "", max_fail: Optional[int] = None) -> None:
+    """Refuse flag values ansible-playbook would misread (ProvisionError says which and why)."""
+    if forks < 0:
+        raise ProvisionError(f"--forks {forks}: give a positive number of parallel hosts (0 = ansible.cfg's 20)")
+    if serial and not _SERIAL.match(serial):
+        raise ProvisionError(f"--serial {serial!r}: give a number of hosts per batch (2) or a percentage (25%)")
+    if max_fail is not None and not 0 <= max_fail <= 100:
+        raise ProvisionError(f"--max-fail {max_fail}: give a percentage of a batch from 0 to 100")
 
 
 def playbook_argv(
@@ -56,8 +74,13 @@ def playbook_argv(
     check: bool = False,
     diff: bool = False,
     extra_vars: str = "",
+    forks: int = 0,
+    serial: str = "",
+    max_fail: Optional[int] = None,
+    bundle: str | Path = "",
 ) -> list[str]:
     """The ansible-playbook command line `invoke provision` runs (and `--dry` prints)."""
+    check_flags(forks, serial, max_fail)
     argv = [ansible_playbook, "-i", str(inventory), str(playbook)]
     if limit:
         argv += ["--limit", limit]
@@ -65,47 +88,95 @@ def playbook_argv(
         argv.append("--check")
     if diff:
         argv.append("--diff")
+    if forks:
+        argv += ["--forks", str(forks)]
+    ours: dict[str, Any] = {}
+    if serial:
+        ours["dpdeploy_serial"] = serial                  # site.yml: serial
+    if max_fail is not None:
+        ours["dpdeploy_max_fail_percentage"] = max_fail   # site.yml: max_fail_percentage
+    if bundle:
+        ours["densepose_bundle"] = str(bundle)            # packed once per run, not per host
+    if ours:
+        argv += ["--extra-vars", json.dumps(ours, sort_keys=True)]
     if extra_vars:
         argv += ["--extra-vars", extra_vars]
     return argv
 
 
 def playbook_env(base: dict[str, str]) -> dict[str, str]:
-    """ansible.cfg beside the playbook, no colours (the recap is parsed), output unbuffered."""
+    """ansible.cfg beside the playbook, the JSON callback alone on stdout, no colours, unbuffered."""
     return {**base, "ANSIBLE_CONFIG": str(ANSIBLE_DIR / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1",
-            "ANSIBLE_FORCE_COLOR": "0", "PYTHONUNBUFFERED": "1"}
+            "ANSIBLE_FORCE_COLOR": "0", "PYTHONUNBUFFERED": "1",
+            "ANSIBLE_STDOUT_CALLBACK": JSON_CALLBACK, "ANSIBLE_CALLBACKS_ENABLED": ""}
 
 
-def parse_recap(lines: Iterable[str]) -> list[HostRecap]:
-    """The hosts of the last PLAY RECAP in ansible-playbook's output, in its order."""
-    recaps: list[HostRecap] = []
-    in_recap = False
-    for raw in lines:
-        line = _ANSI.sub("", raw).strip()
-        if line.startswith("PLAY RECAP"):
-            recaps, in_recap = [], True
+def _json_document(text: str) -> Optional[dict[str, Any]]:
+    """The JSON callback's document in ansible-playbook's output (warnings may come before it)."""
+    decoder = json.JSONDecoder()
+    start = 0 if text.startswith("{") else text.find("\n{")
+    while start != -1:
+        begin = start if text[start] == "{" else start + 1
+        try:
+            doc, _ = decoder.raw_decode(text, begin)
+        except json.JSONDecodeError:
+            start = text.find("\n{", begin)
             continue
-        if not in_recap or not line:
-            continue
-        match = _RECAP_LINE.match(line)
-        if match is None:
-            in_recap = False
-            continue
-        counts = {k: int(v) for k, v in _COUNT.findall(match["counts"]) if k in HostRecap.__dataclass_fields__}
-        recaps.append(HostRecap(match["host"], **counts))
+        if isinstance(doc, dict) and "stats" in doc:
+            return doc
+        start = text.find("\n{", begin)
+    return None
+
+
+def _messages(doc: dict[str, Any]) -> dict[str, str]:
+    """Per host, the message of the last task that failed it (or found it unreachable)."""
+    why: dict[str, str] = {}
+    for play in doc.get("plays", []):
+        for task in play.get("tasks", []):
+            for host, result in task.get("hosts", {}).items():
+                if not isinstance(result, dict) or result.get("ignore_errors"):
+                    continue
+                if result.get("failed") or result.get("unreachable"):
+                    msg = result.get("msg") or result.get("stderr") or result.get("module_stderr") or ""
+                    name = task.get("task", {}).get("name", "")
+                    why[host] = " ".join(f"{name}: {msg}".split())[:400]
+    return why
+
+
+def parse_json(text: str, check: bool = False) -> list[HostRecap]:
+    """The hosts of the JSON callback's stats, sorted by name, each with why it failed."""
+    doc = _json_document(text)
+    if doc is None:
+        return []
+    why = _messages(doc)
+    recaps = []
+    for host, s in sorted(doc["stats"].items()):
+        recaps.append(HostRecap(host, ok=s.get("ok", 0), changed=s.get("changed", 0),
+                                unreachable=s.get("unreachable", 0), failed=s.get("failures", 0),
+                                skipped=s.get("skipped", 0), rescued=s.get("rescued", 0),
+                                ignored=s.get("ignored", 0), check=check,
+                                message=why.get(host, "") if s.get("failures") or s.get("unreachable") else ""))
     return recaps
 
 
-def summary_text(recaps: Sequence[HostRecap], returncode: int) -> str:
+def summary_text(recaps: Sequence[HostRecap], returncode: int, check: bool = False) -> str:
     """The per-host summary printed at the end of a run."""
     if not recaps:
-        return f"provision: no PLAY RECAP in the output (ansible-playbook exited {returncode}); see the log above"
+        return (f"provision: no per-host results in the output (ansible-playbook exited {returncode}); "
+                "see the log")
     width = max(len(r.host) for r in recaps)
-    lines = ["Per-host summary"]
+    lines = ["Per-host summary" + (" (check mode: nothing was changed)" if check else "")]
     for r in recaps:
-        lines.append(f"  {r.host.ljust(width)}  {r.status:<11}  ok={r.ok} changed={r.changed} "
+        lines.append(f"  {r.host.ljust(width)}  {r.status:<12}  ok={r.ok} changed={r.changed} "
                      f"failed={r.failed} unreachable={r.unreachable} skipped={r.skipped}")
+        if r.message:
+            lines.append(f"  {' ' * width}    {r.message}")
     bad = [r.host for r in recaps if r.status in ("failed", "unreachable")]
-    lines.append(f"  {len(recaps) - len(bad)}/{len(recaps)} hosts converged" +
-                 (f"; failed or unreachable: {', '.join(bad)}" if bad else ""))
+    tail = f"; failed or unreachable: {', '.join(bad)}" if bad else ""
+    if check:
+        would = sum(r.status == "would change" for r in recaps)
+        same = sum(r.status == "ok" for r in recaps)
+        lines.append(f"  {would}/{len(recaps)} hosts would change, {same} already converged" + tail)
+    else:
+        lines.append(f"  {len(recaps) - len(bad)}/{len(recaps)} hosts converged" + tail)
     return "\n".join(lines)

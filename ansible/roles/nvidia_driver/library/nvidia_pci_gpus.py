@@ -29,13 +29,16 @@ EXAMPLES = r"""
 
 RETURN = r"""
 ansible_facts:
-  description: C(nvidia_pci_gpus), a list of C({slot, device, class}) (hex IDs), empty without GPUs.
+  description: >-
+    C(nvidia_pci_gpus), a list of C({slot, device, class}) (hex IDs), empty without GPUs;
+    C(nvidia_pci_nvswitches), the NVIDIA bridge-class devices (NVSwitch chips), same form.
   returned: always
   type: dict
 """
 
 NVIDIA_VENDOR = "0x10de"   # PCI-SIG vendor ID of NVIDIA
 DISPLAY_CLASS = "0x03"     # PCI base class 03: display controller (VGA 0300, 3D 0302)
+BRIDGE_CLASS = "0x0680"    # PCI class 0680: other bridge (how NVSwitch chips show up)
 
 
 def _read(path: str) -> str:
@@ -46,8 +49,8 @@ def _read(path: str) -> str:
         return ""
 
 
-def nvidia_gpus(sysfs_root: str) -> list[dict[str, str]]:
-    """The NVIDIA display-class devices under ``sysfs_root``, sorted by PCI slot."""
+def nvidia_gpus(sysfs_root: str, klass_prefix: str = DISPLAY_CLASS) -> list[dict[str, str]]:
+    """The NVIDIA devices of a class (display by default) under ``sysfs_root``, sorted by PCI slot."""
     try:
         slots = sorted(os.listdir(sysfs_root))
     except OSError:
@@ -56,7 +59,7 @@ def nvidia_gpus(sysfs_root: str) -> list[dict[str, str]]:
     for slot in slots:
         base = os.path.join(sysfs_root, slot)
         klass = _read(os.path.join(base, "class"))
-        if _read(os.path.join(base, "vendor")) == NVIDIA_VENDOR and klass.startswith(DISPLAY_CLASS):
+        if _read(os.path.join(base, "vendor")) == NVIDIA_VENDOR and klass.startswith(klass_prefix):
             found.append({"slot": slot, "device": _read(os.path.join(base, "device")), "class": klass})
     return found
 
@@ -65,7 +68,8 @@ def main() -> None:
     module = AnsibleModule(argument_spec={"sysfs_root": {"type": "path", "default": "/sys/bus/pci/devices"}},
                            supports_check_mode=True)
     root = module.params["sysfs_root"]
-    module.exit_json(changed=False, ansible_facts={"nvidia_pci_gpus": nvidia_gpus(root)},
+    module.exit_json(changed=False, ansible_facts={"nvidia_pci_gpus": nvidia_gpus(root),
+                                                    "nvidia_pci_nvswitches": nvidia_gpus(root, BRIDGE_CLASS)},
                      sysfs_readable=os.path.isdir(root))
 
 
