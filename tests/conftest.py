@@ -89,6 +89,20 @@ def deployment(tmp_path_factory) -> Deployment:
 
 
 @pytest.fixture(scope="session")
+def ray_d2_env(request) -> Path:
+    """A prefix with detectron2 + DensePose + Ray: DPDEPLOY_TEST_RAY_ENV when set, else the profile
+    cpu-ray set up in the session's deployment's state root (its detectron2 wheels come from that
+    root's wheel cache: same torch, same Python)."""
+    given = os.environ.get("DPDEPLOY_TEST_RAY_ENV")
+    if given:
+        return Path(given)
+    dep = request.getfixturevalue("deployment")
+    done = invoke("setup", "--profile", "cpu-ray", "--only", "env,build", "--source", D2_SOURCE, home=dep.home)
+    assert done.returncode == 0, done.stdout[-6000:] + done.stderr[-3000:]
+    return dep.home / "envs" / "cpu-ray"
+
+
+@pytest.fixture(scope="session")
 def d2_env(request) -> Path:
     """A prefix with detectron2 + DensePose: DPDEPLOY_TEST_D2_ENV when set, else the session's deployment."""
     given = os.environ.get("DPDEPLOY_TEST_D2_ENV")

@@ -3,8 +3,9 @@ with two CPU workers and the synthetic checkpoint. Batch (`invoke predict --engi
 with bad files, a re-run that resumes, a worker killed mid-run. Online (`invoke serve`): good and
 bad images, multipart, a token, oversize bodies and overload.
 
-Needs an env with Ray: DPDEPLOY_TEST_D2_ENV=<prefix of a cpu-ray env> (skipped, with the reason,
-when the env has no Ray). ~4-6 min on 2 CPU cores."""
+The env: DPDEPLOY_TEST_RAY_ENV=<prefix of a cpu-ray env>, else `invoke setup --profile cpu-ray
+--only env,build` in the session's deployment's state root (``ray_d2_env``, tests/conftest.py).
+~4-6 min on 2 CPU cores, plus the env's install."""
 import base64
 import concurrent.futures as cf
 import io
@@ -35,12 +36,9 @@ TOKEN = "test-token-0123456789abcdef"
 
 
 @pytest.fixture(scope="module")
-def ray_env(d2_env):
-    try:
-        predict.check_env_has_ray(str(d2_env))
-    except predict.PredictError as exc:
-        pytest.skip(str(exc))
-    return d2_env
+def ray_env(ray_d2_env):
+    predict.check_env_has_ray(str(ray_d2_env))   # a cpu-ray env without Ray is a failure, not a skip
+    return ray_d2_env
 
 
 @pytest.fixture(scope="module")
