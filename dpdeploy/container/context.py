@@ -14,7 +14,8 @@ from pathlib import Path
 from dpdeploy.runner import Runner, run
 from dpdeploy.build.source import SourceError, kind_of
 
-SKIP = {".git", ".venv", "__pycache__", ".pytest_cache", "build", "dist"}
+SKIP = {".git", ".venv", "__pycache__", ".pytest_cache"}
+TOP_SKIP = {"build", "dist"}   # packaging output at the checkout's top (never dpdeploy/build, the engine's)
 D2SRC = Path("docker") / "d2src"     # the Dockerfile's `COPY docker/d2src/ /src/`
 
 
@@ -25,7 +26,8 @@ def repo_files(root: Path, runner: Runner = run) -> list[str]:
         return sorted({p for p in done.stdout.split("\0") if p and (root / p).is_file()})
     found = []
     for folder, dirs, files in os.walk(root):
-        dirs[:] = [d for d in dirs if d not in SKIP and not d.endswith(".egg-info")]
+        top = Path(folder) == root
+        dirs[:] = [d for d in dirs if d not in SKIP and not (top and d in TOP_SKIP) and not d.endswith(".egg-info")]
         found += [str((Path(folder) / f).relative_to(root)) for f in files]
     return sorted(found)
 
@@ -65,5 +67,5 @@ def stage_source(spec: str, commit: str, dest: Path, runner: Runner = run) -> st
         shutil.copy2(path, out / name)
     else:
         name = path.name
-        shutil.copytree(path, out / name, symlinks=True, ignore=shutil.ignore_patterns(*SKIP))
+        shutil.copytree(path, out / name, symlinks=True, ignore=shutil.ignore_patterns(*SKIP, *TOP_SKIP))
     return f"/src/{name}"
