@@ -48,6 +48,8 @@ class BadRequest(Exception):
         self.status, self.reason = status, reason
 
 
+DRAIN_FACTOR = 8   # an oversize body up to this many times the limit is read (and dropped) before the 413
+
 def split_args(argv: Optional[Sequence[str]] = None) -> tuple[argparse.Namespace, list[str]]:
     p = argparse.ArgumentParser(prog="python -m dpdeploy.inenv.serve_app", add_help=False, allow_abbrev=False)
     p.add_argument("--host", default="127.0.0.1")
@@ -166,6 +168,9 @@ def build_app(own: argparse.Namespace, rest: list[str], token: str):
                 raise BadRequest(401, "missing or wrong token: send 'Authorization: Bearer <token>'")
             length = request.headers.get("content-length")
             if length and length.isdigit() and int(length) > max_body:
+                if int(length) <= DRAIN_FACTOR * max_body:   # read it, discarded: the client then reads the
+                    async for _ in request.stream():        # 413 instead of a reset while it still sends
+                        pass
                 raise BadRequest(413, f"body of {int(length)} bytes is over the limit of {max_body} bytes")
             body = b""
             async for chunk in request.stream():
