@@ -71,6 +71,18 @@ def test_setup_dry_changes_nothing(tmp_path):
     assert not any(Path(tmp_path).iterdir()), "a dry run must not write state"
 
 
+def test_setup_on_a_small_disk_is_refused_by_the_env_step_with_exit_2(tmp_path):
+    """The plan only warns (an env already made still runs); creating one is refused before it starts."""
+    facts = json.loads((FIXTURES / "facts" / "nogpu.json").read_text())
+    small = tmp_path / "small.json"
+    small.write_text(json.dumps({**facts, "disk_free_mib": 3000, "disk_path": str(tmp_path)}))
+    home = tmp_path / "home"
+    proc = invoke("setup", "--facts", str(small), "--only", "env", env={"DPDEPLOY_HOME": str(home)}, check=False)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "2.9 GiB free at" in proc.stdout and "not enough disk to create" in proc.stdout
+    assert not (home / "envs").exists()
+
+
 def refused_in_one_line(proc, text):
     assert proc.returncode == 2, proc.stderr
     assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr

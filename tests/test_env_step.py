@@ -18,9 +18,9 @@ from .conftest import FIXTURES, ROOT, facts_fixture
 from .deployed import FakeStream
 
 
-def context(matrix, prefix, dry=False, **flags):
+def context(matrix, prefix, dry=False, facts=None, **flags):
     s = settings({"profile": "cu130", "prefix": str(prefix), **flags}, env={})
-    facts = facts_fixture("nogpu")
+    facts = facts or facts_fixture("nogpu")
     lines = []
     return StepContext(resolve(facts, matrix, s), facts, s, matrix, None, dry, lines.append), lines
 
@@ -79,6 +79,20 @@ def test_foreign_directory_is_refused_and_kept(matrix, tmp_path, monkeypatch):
     assert result.status == "failed" and result.detail["refused"]
     assert "was not made by dpdeploy" in result.output and "next:" in result.output
     assert (prefix / "thesis.tex").read_text() == "precious"
+
+
+def test_small_disk_refuses_a_new_env_but_keeps_a_made_one(matrix, tmp_path, monkeypatch):
+    fake = FakeStream()
+    monkeypatch.setattr(env_step, "stream", fake)
+    prefix = tmp_path / "env"
+    small = facts_fixture("nogpu", disk_free_mib=6000, disk_path=str(tmp_path))
+    refused = run_step("env", context(matrix, prefix, facts=small)[0])
+    assert refused.status == "failed" and refused.detail["refused"] and not fake.calls and not prefix.exists()
+    assert refused.output.startswith(f"not enough disk to create {prefix}")
+    assert "5.9 GiB free at" in refused.output and "next: free disk space" in refused.output
+    assert run_step("env", context(matrix, prefix)[0]).status == "done"
+    again = run_step("env", context(matrix, prefix, facts=small)[0])
+    assert again.status == "up-to-date" and len(fake.calls) == 2
 
 
 def test_empty_directory_is_used(matrix, tmp_path):

@@ -46,7 +46,6 @@ def test_no_gpu_is_an_explicit_cpu_plan(matrix):
     ("driver470", ["driver >= 580.65.06", "driver >= 525.60.13", "--profile cpu"]),
     ("gcc_too_new", ["gcc-15", "gcc-13"]),
     ("old_python", ["Python 3.14"]),
-    ("small_disk", ["free disk space"]),
 ])
 def test_refusals_name_the_next_step(matrix, fixture, needles):
     with pytest.raises(PlanError) as err:
@@ -55,6 +54,16 @@ def test_refusals_name_the_next_step(matrix, fixture, needles):
     assert text.startswith("no profile fits this host")
     for needle in needles:
         assert needle in text
+
+
+def test_small_disk_is_a_warning_not_a_rejection(matrix):
+    """Only creating the env needs the space (the env step refuses then); an env already made runs."""
+    plan = resolve(facts_fixture("small_disk"), matrix, settings({}, env={}))
+    assert plan.profile == "cu130" and not plan.rejected
+    [warning] = [w for w in plan.warnings if "GiB free" in w]
+    assert "5.9 GiB free at /home/ml" in warning and "~15.6 GiB" in warning and "env step refuses" in warning
+    roomy = resolve(facts_fixture("small_disk", disk_free_mib=16000), matrix, settings({}, env={}))
+    assert not any("GiB free" in w for w in roomy.warnings)
 
 
 def test_rtx5090_with_old_driver_is_refused(matrix):

@@ -74,5 +74,5 @@ def setup(c, dry: bool = False, json: bool = False, facts: str = "", profile: st
                     print(render.to_json(result))
                 elif result.record:
                     print(f"\nrun record: {result.record.folder}")
-        if not result.ok:
-            raise Exit(code=1)
+        if not result.ok:   # a step that refused before acting (a foreign prefix, no disk) is exit 2
+            raise Exit(code=2 if any(step.detail.get("refused") for step in result.steps) else 1)

@@ -133,12 +133,17 @@ def _cxx_for(cc: str) -> str:
     return str(path.with_name(path.name.replace("gcc", "g++", 1)))
 
 
+def disk_shortfall(profile: Profile, facts: Facts) -> str:
+    """"" when the disk holds what creating ``profile``'s env and build takes, else what is short.
+    Only making the env needs it (the env step refuses then); an env already made runs, so no
+    profile is rejected for it and `invoke predict` never is."""
+    if facts.disk_free_mib >= profile.disk_mib:
+        return ""
+    return (f"{facts.disk_free_mib / 1024:.1f} GiB free at {facts.disk_path}; creating the {profile.name} env and "
+            f"build takes ~{profile.disk_mib / 1024:.1f} GiB (env/matrix.yml disk_mib)")
+
+
 def _reject(profile: Profile, facts: Facts, matrix: Matrix, settings: Settings, prefix: str) -> Optional[_Rejection]:
-    if facts.disk_free_mib < profile.disk_mib:
-        return _Rejection(
-            f"needs {profile.disk_mib // 1024} GiB free at {facts.disk_path}, has {facts.disk_free_mib // 1024} GiB",
-            "free disk space or choose another prefix with --prefix",
-        )
     if profile.host:
         found = hosttorch.rejection(profile, facts, settings.python)
         return _Rejection(*found) if found else None
@@ -305,6 +310,9 @@ def resolve(facts: Facts, matrix: Matrix, settings: Settings) -> Plan:
     else:
         jobs, why = max_jobs_for(facts, matrix)
     reasons.append(why)
+    short = disk_shortfall(chosen, facts)
+    if short:
+        warnings.append(f"{short}: the env step refuses to create it here (an env already made is used as it is)")
     if not chosen.on_pypi:
         warnings.append(f"{chosen.name} installs from {chosen.index}: that index must be reachable")
 

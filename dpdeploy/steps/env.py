@@ -25,6 +25,7 @@ from dpdeploy.fsutil import atomic_write_json, atomic_write_text
 from dpdeploy.host.network import Reach, reachable
 from dpdeploy.plan.matrix import load as load_matrix
 from dpdeploy.plan.matrix import version_tuple
+from dpdeploy.plan.resolve import disk_shortfall
 from dpdeploy.records import env_stamp, smoke_pass
 from dpdeploy.records.env_stamp import EnvStamp
 from dpdeploy.records.run import StepResult
@@ -188,6 +189,11 @@ def run(ctx: StepContext, reach: Reach = reachable, which: Callable[[str], Optio
         what = "remove the unfinished env and " if state == "ours" else ""
         over = f" over the torch of {host.python}" if host else ""
         return StepResult("env", "planned", command, output=f"would {what}create {prefix} from {lock_rel}{over}")
+    if state == "absent":
+        short = disk_shortfall(profile, ctx.facts)   # probed at the prefix (or the state root) for this run
+        if short:
+            return _refused(f"not enough disk to create {prefix}", short,
+                            "free disk space, or choose another state root (DPDEPLOY_HOME) or --prefix", command)
     if wanted.kind == "conda":
         try:
             condaenv.preflight(matrix, which, reach)
