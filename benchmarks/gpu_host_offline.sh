@@ -33,7 +33,7 @@ REQUIRE_GPU=1 "$INV" smoke --json > "$DPDEPLOY_HOME/smoke.json"
 echo "== predict benchmark on the GPU"
 source_archive=$(ls -1 "$DPDEPLOY_HOME"/bundles/*/source/* | head -1)
 DPDEPLOY_TEST_D2_SOURCE=$source_archive .venv/bin/python benchmarks/predict_bench.py \
-  --prefix "$DPDEPLOY_HOME/envs/host" --copies 4 | tee "$DPDEPLOY_HOME/predict_bench.txt"
+  --prefix "$DPDEPLOY_HOME/envs/host" --copies 4 --device cuda --modes fp32:1,fp32:0,fp16:1,fp16:0 | tee "$DPDEPLOY_HOME/predict_bench.txt"
 
 echo "== figures"
 .venv/bin/python - "$run" "$DPDEPLOY_HOME" "$setup_s" <<'PY'

@@ -3,6 +3,7 @@ checked in full, and refused with what is wrong (incomplete, tampered, another p
 before anything is written."""
 import io
 import json
+import sys
 import tarfile
 from pathlib import Path
 
@@ -162,6 +163,11 @@ def test_gpu_host_script_is_valid_bash_and_calls_existing_options():
     assert {"offline", "bundle", "force-smoke"} <= setup and "REQUIRE_GPU=1" in text
     for flag in ("--offline", "--bundle", "--force-smoke"):
         assert flag in text
+    bench = text[text.index("predict_bench.py"):].split("| tee")[0]   # its figures are the GPU's, not the CPU's
+    assert "--device cuda" in bench and "fp16" in bench
+    options = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "predict_bench.py"), "--help"],
+                             capture_output=True, text=True).stdout
+    assert "--device" in options and "--modes" in options
 
 
 def test_bundle_cli_plans_and_refuses_a_source_that_is_not_an_archive(tmp_path):

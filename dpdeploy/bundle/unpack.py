@@ -1,7 +1,7 @@
 """`invoke setup --offline --bundle FILE`: the bundle is read in full and refused (one line: what
 is wrong) before anything is written when it is incomplete, tampered with (a sha256 or size that
 differs from its manifest, a file the manifest does not list) or made for another profile, lock,
-Python, platform or detectron2 pin; then unpacked into ``<home>/bundles/<manifest sha256>``."""
+Python, platform or detectron2 pin; then unpacked into ``<home>/bundles/<manifest sha256[:16]>``."""
 from __future__ import annotations
 
 import hashlib
