@@ -37,7 +37,7 @@ def test_setup_records_terminal_command_and_versions(tmp_path):
     args = ["setup", "--only", "env", "--profile", "cu126", "--facts", str(FIXTURES / "facts" / "nogpu.json")]
     proc = subprocess.run([sys.executable, "-m", "invoke", *args], cwd=ROOT, capture_output=True, text=True, env=env,
                           timeout=120)
-    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert proc.returncode == 2, proc.stdout + proc.stderr   # a refused step (no lock for cu126)
     [run] = list((tmp_path / "runs").iterdir())
     assert (run / "command.txt").read_text().strip().endswith(" ".join(args))
     assert read_result(run).status == "failed" and [s.name for s in read_steps(run)] == ["env"]
