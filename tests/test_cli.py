@@ -168,3 +168,14 @@ def test_docker_build_uses_the_plans_max_jobs(tmp_path):
     plan = json.loads(invoke("plan", "--json").stdout)   # this host's: the image is built here
     [line] = [ln for ln in proc.stdout.splitlines() if "MAX_JOBS=" in ln]
     assert f"MAX_JOBS={plan['max_jobs']}" in shlex.split(line)
+
+
+@pytest.mark.parametrize("args, flag", [
+    (("plan", "--max-jobs", "abc"), "--max-jobs abc"),
+    (("predict", "in", "--prefix", "P", "--weights", "synthetic", "--device", "cpu", "--max-size", "abc"),
+     "--max-size abc"),
+    (("docker.build", "--dry", "--max-jobs", "2.5"), "--max-jobs 2.5"),
+])
+def test_an_int_flag_given_a_non_number_is_one_line_exit_2(tmp_path, args, flag):
+    proc = invoke(*args, env={"DPDEPLOY_HOME": str(tmp_path)}, check=False)
+    refused_in_one_line(proc, f"{flag}: not a whole number")

@@ -6,7 +6,8 @@ import dataclasses
 import sys
 from typing import Any, Iterator
 
-from invoke import Exit
+from invoke import Collection, Exit
+from invoke.parser import Argument
 
 from dpdeploy.plan import matrix as matrix_mod
 from dpdeploy.ui import render
@@ -32,6 +33,40 @@ def settings(c, **flags: Any) -> Settings:
     given = {k: v for k, v in flags.items() if v not in ("", 0, None)}
     raw = c.config.get("dpdeploy")
     return resolve_settings(given, config=dict(raw) if hasattr(raw, "keys") else raw)
+
+
+class _IntArgument(Argument):
+    """An int flag whose value is not a whole number ends with one line and exit 2 (invoke's own
+    parser would raise a ValueError traceback)."""
+
+    def set_value(self, value: Any, cast: bool = True) -> None:
+        try:
+            super().set_value(value, cast)
+        except ValueError:
+            raise Exit(render.error_text(SettingsError(
+                f"--{self.name.replace('_', '-')} {value}: not a whole number; "
+                f"next: give an integer, e.g. --{self.name.replace('_', '-')} {self.default or 1}")), code=2) from None
+
+
+def strict_int_flags(ns: Collection) -> Collection:
+    """Make every int flag of every task in ``ns`` (and its sub-collections) refuse a non-number
+    with one line and exit 2."""
+    def strict(get_arguments):
+        def wrapped(*args: Any, **kwargs: Any) -> list:
+            found = get_arguments(*args, **kwargs)
+            for arg in found:
+                if arg.kind is int:
+                    arg.__class__ = _IntArgument
+            return found
+        return wrapped
+
+    for task in ns.tasks.values():
+        if not getattr(task.get_arguments, "_strict", False):
+            task.get_arguments = strict(task.get_arguments)
+            task.get_arguments._strict = True
+    for sub in ns.collections.values():
+        strict_int_flags(sub)
+    return ns
 
 
 def check_project_config(folder: str) -> None:
