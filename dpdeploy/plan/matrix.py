@@ -9,6 +9,7 @@ from typing import Any, Mapping, Optional
 import yaml
 
 from dpdeploy import paths
+from dpdeploy.fsutil import read_user_text
 
 DEFAULT_PATH = paths.MATRIX
 VERSION = re.compile(r"^\d+(\.\d+)*$")
@@ -316,10 +317,7 @@ def parse(data: Any, path: str = "<matrix>") -> Matrix:
 
 def read_yaml(path: str | Path, error: type[Exception], what: str) -> Any:
     """A YAML file's data; a missing or malformed file raises ``error`` naming it."""
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise error(f"{what} file not found: {path}") from None
+    text = read_user_text(path, error, what)
     try:
         return yaml.safe_load(text)
     except yaml.YAMLError as exc:
