@@ -179,3 +179,18 @@ def test_docker_build_uses_the_plans_max_jobs(tmp_path):
 def test_an_int_flag_given_a_non_number_is_one_line_exit_2(tmp_path, args, flag):
     proc = invoke(*args, env={"DPDEPLOY_HOME": str(tmp_path)}, check=False)
     refused_in_one_line(proc, f"{flag}: not a whole number")
+
+
+def test_runtime_and_user_config_files_are_checked_like_the_project_file(tmp_path):
+    nogpu = str(FIXTURES / "facts" / "nogpu.json")
+    runtime = tmp_path / "run.yaml"
+    runtime.write_text("dpdeploy:\n  matrix: {a: 1}\n")
+    env = {"DPDEPLOY_HOME": str(tmp_path / "home")}
+    refused_in_one_line(invoke("-f", str(runtime), "plan", "--facts", nogpu, env=env, check=False),
+                        f"matrix from {runtime}: expected a string, got dict")
+    runtime.write_text("dpdeploy: 5\n")
+    refused_in_one_line(invoke("plan", "--facts", nogpu, env={**env, "INVOKE_RUNTIME_CONFIG": str(runtime)},
+                               check=False), f"{runtime}: dpdeploy: must be a mapping")
+    (tmp_path / ".invoke.yaml").write_text("dpdeploy:\n  max_jobs: true\n")
+    refused_in_one_line(invoke("plan", "--facts", nogpu, env={**env, "HOME": str(tmp_path)}, check=False),
+                        f"max_jobs from {tmp_path / '.invoke.yaml'}: expected a whole number")

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import os
 import sys
 from typing import Any, Iterator
 
@@ -20,7 +21,7 @@ from dpdeploy.inference.predict import PredictError
 from dpdeploy.host import pytorch
 from dpdeploy.host.probe import load_nvml, probe, probe_gpus
 from dpdeploy.runner import end_all, run as run_command
-from dpdeploy.plan.settings import Settings, SettingsError, check_project_file, resolve as resolve_settings
+from dpdeploy.plan.settings import Settings, SettingsError, check_config_files, resolve as resolve_settings
 from dpdeploy.records.terminal import command_line
 from dpdeploy.state.lock import Busy, Interrupted, Unusable, hold, signals_raise
 
@@ -69,10 +70,21 @@ def strict_int_flags(ns: Collection) -> Collection:
     return ns
 
 
+def runtime_config_path() -> str | None:
+    """The runtime config file of this invoke run: ``invoke -f FILE`` (as parsed by the running
+    program) or INVOKE_RUNTIME_CONFIG."""
+    import invoke.main
+
+    args = getattr(invoke.main.program, "args", None)
+    given = args.config.value if args is not None and "config" in args else None
+    return given or os.environ.get("INVOKE_RUNTIME_CONFIG") or None
+
+
 def check_project_config(folder: str) -> None:
-    """Exit 2 with one line when invoke.yaml in ``folder`` is broken (before invoke reads it)."""
+    """Exit 2 with one line when a config file invoke will read for this run (system, user, the
+    project's invoke.yaml in ``folder``, the runtime file) is broken, before invoke merges it."""
     try:
-        check_project_file(folder)
+        check_config_files(folder, runtime_config_path())
     except SettingsError as err:
         print(render.error_text(err), file=sys.stderr)
         sys.exit(2)
