@@ -275,7 +275,7 @@ def download(home: str | Path, spec: ModelSpec, url: str = "", timeout: float = 
              progress: Progress = lambda n, t: None) -> Fetched:
     """Download ``url`` (default the zoo URL) into the cache, resuming a ``.part`` file."""
     url = url or spec.url
-    if urlparse(url).scheme not in {"http", "https"}:
+    if _scheme(url) not in {"http", "https"}:
         raise WeightsError("source", f"{url} is not an http(s) URL", "only http and https downloads are supported",
                            "pass an http(s) URL or a local file to --from")
     final = final_path(home, spec.name)
@@ -341,6 +341,17 @@ def _fetch_once(url: str, part: Path, timeout: float, spec: ModelSpec, progress:
 
 # --- one entry point ------------------------------------------------------------------------
 
+def _scheme(source: str) -> str:
+    """The URL scheme of ``source`` ("" for a path); a URL that does not parse is refused."""
+    try:
+        parsed = urlparse(source)
+        parsed.port  # noqa: B018  (a bad port or bracketed host raises only here)
+    except ValueError as exc:
+        raise WeightsError("source", f"--from {source}: not a valid URL ({exc})",
+                           "the host or port cannot be read", "pass an http(s) URL or a local file to --from") from None
+    return parsed.scheme
+
+
 def resolve_source(spec: ModelSpec, source: str) -> tuple[str, str]:
     """``source`` ("" = the zoo) -> ("url", URL) or ("file", PATH).
 
@@ -350,7 +361,7 @@ def resolve_source(spec: ModelSpec, source: str) -> tuple[str, str]:
     """
     if not source:
         return "url", spec.url
-    if urlparse(source).scheme in {"http", "https"}:
+    if _scheme(source) in {"http", "https"}:
         if source.endswith(".pkl"):
             return "url", source
         return "url", source.rstrip("/") + spec.url.split("/densepose", 1)[1]
