@@ -194,3 +194,21 @@ def test_runtime_and_user_config_files_are_checked_like_the_project_file(tmp_pat
     (tmp_path / ".invoke.yaml").write_text("dpdeploy:\n  max_jobs: true\n")
     refused_in_one_line(invoke("plan", "--facts", nogpu, env={**env, "HOME": str(tmp_path)}, check=False),
                         f"max_jobs from {tmp_path / '.invoke.yaml'}: expected a whole number")
+
+
+@pytest.mark.parametrize("args, why", [
+    (("verify", "--junit", "{file}/x.xml"), "--junit {file}/x.xml: its folder {file}: is a file"),
+    (("verify", "--junit", "{tmp}"), "--junit {tmp}: is a folder, not a file"),
+    (("report", "--out", "{file}"), "--out {file}: is a file, not a folder"),
+    (("report", "--out", "{file}/sub"), "--out {file}/sub: {file} is a file, so the folder cannot be created"),
+    (("report", "--out", "/proc/x"), "--out /proc/x: cannot write in /proc"),
+])
+def test_an_output_path_that_cannot_be_written_is_refused_before_acting(tmp_path, args, why):
+    file = tmp_path / "a file"
+    file.write_text("keep")
+    home = tmp_path / "home"
+    fill = {"file": file, "tmp": tmp_path}
+    facts = ["--facts", str(FIXTURES / "facts" / "nogpu.json")] if args[0] == "verify" else []
+    proc = invoke(*[a.format(**fill) for a in args], *facts, env={"DPDEPLOY_HOME": str(home)}, check=False)
+    refused_in_one_line(proc, why.format(**fill))
+    assert file.read_text() == "keep" and sorted(p.name for p in tmp_path.iterdir()) == ["a file"]

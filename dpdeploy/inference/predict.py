@@ -137,6 +137,15 @@ def check_writable(folder: Path, what: str) -> None:
                            "free some space or pass a folder on another disk")
 
 
+def check_writable_file(path: Path, what: str) -> None:
+    """Refuse a file path that is a folder or whose folder ``check_writable`` refuses."""
+    if path.is_dir():
+        raise PredictError(f"{what} {path}: is a folder, not a file; pass a file path such as {path / 'report.xml'}")
+    if path.exists() and not os.access(path, os.W_OK):
+        raise PredictError(f"{what} {path}: cannot be replaced (not writable); pass another file path")
+    check_writable(path.parent, f"{what} {path}: its folder")
+
+
 def check_device(device: str, gpus: int) -> None:
     """Refuse a cuda device this host does not have (before the model takes seconds to load)."""
     if not device.startswith("cuda"):
