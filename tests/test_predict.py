@@ -259,6 +259,19 @@ def test_nonexistent_input_is_refused(tmp_path, ready):
              f"no such file or folder: {tmp_path / 'missing.jpg'}")
 
 
+@pytest.mark.parametrize("change, text", [
+    ({0: ""}, "no input given ('')"),
+    ({0: " , "}, "no input given"),
+    ({"add": ["--max-size", "0"]}, "--max-size 0: the longest image side must be 1 pixel or more"),
+    ({"add": ["--max-size", "-5"]}, "--max-size -5"),
+    ({"add": ["--max-detections", "-1"]}, "--max-detections -1: must be 0"),
+])
+def test_empty_inputs_and_sizes_out_of_range_are_refused_before_anything_starts(tmp_path, ready, change, text):
+    """An empty spec must not mean "the images of the current folder" (the checkout here)."""
+    args = [change.get(0, ready[0]), *ready[1:], "--device", "cpu", *change.get("add", [])]
+    _refused(args, tmp_path / "home", text)
+
+
 def test_full_disk_and_gpu_index_checks():
     with pytest.raises(predict.PredictError, match="this host has 1 GPU"):
         predict.check_device("cuda:1", 1)

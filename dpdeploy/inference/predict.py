@@ -420,10 +420,18 @@ def prepare(inputs: Sequence[str], *, home: Path, prefix: str, default_device: s
     if batch_size < 0 or every < 1:
         raise PredictError(f"--batch-size {batch_size} / --every {every}: the batch size is 0 (automatic) or more, "
                            "--every 1 or more")
+    if max_size < 1:
+        raise PredictError(f"--max-size {max_size}: the longest image side must be 1 pixel or more; "
+                           f"pass e.g. --max-size 1333")
+    if max_detections < 0:
+        raise PredictError(f"--max-detections {max_detections}: must be 0 (the config's cap) or more")
     if config and not Path(config).is_file():
         raise PredictError(f"--config {config}: no such file")
     names = parse_vis(vis)
     specs = split_specs(inputs)
+    if not specs:
+        raise PredictError(f"no input given ({', '.join(map(repr, inputs))}): pass image files or folders, "
+                           "e.g. invoke predict photos/")
     # what the user named must exist; a broken file found inside a folder is that file's error
     missing = [spec for spec in specs if not os.path.lexists(Path(spec).expanduser())]
     if missing:
