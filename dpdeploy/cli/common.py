@@ -7,7 +7,7 @@ import os
 import sys
 from typing import Any, Iterator
 
-from invoke import Collection, Exit
+from invoke import Collection, Exit, Task
 from invoke.parser import Argument
 
 from dpdeploy.plan import matrix as matrix_mod
@@ -49,22 +49,21 @@ class _IntArgument(Argument):
                 f"next: give an integer, e.g. --{self.name.replace('_', '-')} {self.default or 1}")), code=2) from None
 
 
+class _StrictTask(Task):
+    def get_arguments(self, *args: Any, **kwargs: Any) -> list:
+        found = super().get_arguments(*args, **kwargs)
+        for arg in found:
+            if arg.kind is int:
+                arg.__class__ = _IntArgument
+        return found
+
+
 def strict_int_flags(ns: Collection) -> Collection:
     """Make every int flag of every task in ``ns`` (and its sub-collections) refuse a non-number
     with one line and exit 2."""
-    def strict(get_arguments):
-        def wrapped(*args: Any, **kwargs: Any) -> list:
-            found = get_arguments(*args, **kwargs)
-            for arg in found:
-                if arg.kind is int:
-                    arg.__class__ = _IntArgument
-            return found
-        return wrapped
-
     for task in ns.tasks.values():
-        if not getattr(task.get_arguments, "_strict", False):
-            task.get_arguments = strict(task.get_arguments)
-            task.get_arguments._strict = True
+        if type(task) is Task:
+            task.__class__ = _StrictTask
     for sub in ns.collections.values():
         strict_int_flags(sub)
     return ns
