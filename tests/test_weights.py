@@ -468,3 +468,16 @@ def test_a_url_that_does_not_parse_is_a_source_error(tmp_path, source):
         w.fetch(tmp_path / "home", spec, source, trust_on_first_use=True)
     assert info.value.kind == "source" and "not a valid URL" in info.value.what
     assert not (tmp_path / "home").exists()
+
+
+def test_an_import_interrupted_at_any_point_leaves_no_temp_copy(tmp_path):
+    source = tmp_path / "hand copied.pkl"
+    source.write_bytes(PAYLOAD)
+    spec = spec_for("https://example.invalid/x/model_final_abcdef.pkl", md5_prefix=MD5[:6])
+
+    def ctrl_c(done, total):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        w.import_file(tmp_path / "home", spec, source, ctrl_c)
+    assert list(w.cache_dir(tmp_path / "home").iterdir()) == [] and source.read_bytes() == PAYLOAD

@@ -225,24 +225,26 @@ def import_file(home: str | Path, spec: ModelSpec, source: Path, progress: Progr
     cache_dir(home).mkdir(parents=True, exist_ok=True)
     tmp = _beside(final_path(home, spec.name), ".import")
     total = source.stat().st_size
-    try:
-        with open(source, "rb") as src, open(tmp, "wb") as dst:
-            done = 0
-            for block in iter(lambda: src.read(CHUNK), b""):
-                dst.write(block)
-                done += len(block)
-                progress(done, total)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)  # our own partial copy; the source is still there
-        if exc.errno == errno.ENOSPC:
-            raise _disk_full(exc, tmp, keep=False) from None
-        raise
 
     def drop_copy(part: Path) -> str:
         part.unlink()
         return f"{source} was left as it is (only dpdeploy's copy was removed)"
 
-    return _install(tmp, spec, home, str(source), "imported", drop_copy)
+    try:
+        try:
+            with open(source, "rb") as src, open(tmp, "wb") as dst:
+                done = 0
+                for block in iter(lambda: src.read(CHUNK), b""):
+                    dst.write(block)
+                    done += len(block)
+                    progress(done, total)
+        except OSError as exc:
+            if exc.errno == errno.ENOSPC:
+                raise _disk_full(exc, tmp, keep=False) from None
+            raise
+        return _install(tmp, spec, home, str(source), "imported", drop_copy)
+    finally:
+        tmp.unlink(missing_ok=True)  # our own partial copy on any exit (installed: already renamed away)
 
 
 # --- download -------------------------------------------------------------------------------
