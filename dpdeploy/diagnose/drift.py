@@ -7,7 +7,6 @@ the weights' checksums. Every comparison is a ``Check``; any ``fail`` is drift.
 from __future__ import annotations
 
 import json
-import re
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +19,6 @@ from dpdeploy.diagnose.checks import Check, arch_check, env_missing, env_python,
 from dpdeploy.envs.lockfile import LockError, Pin, normalize, parse_lock
 from dpdeploy.envs.site import HOST_PTH, EnvError, host_dirs, torch_info
 from dpdeploy.host.facts import Facts
-from dpdeploy.fsutil import sha256_file
 from dpdeploy.plan.matrix import Matrix
 from dpdeploy.plan.resolve import Plan
 from dpdeploy.records import build_stamp, env_stamp
@@ -184,35 +182,31 @@ def commit_check(stamp: Optional[BuildStamp], matrix: Matrix, prefix: str) -> Ch
 
 
 
-def weights_check(weights_dir: Path, matrix: Matrix) -> Check:
-    """Each ``model_final_<md5>.pkl`` against the matrix sha256 or its ``.sha256`` sidecar."""
-    files = sorted(weights_dir.rglob("*.pkl")) if weights_dir.is_dir() else []
-    if not files:
-        return Check("weights", "skip", f"no weights recorded in {weights_dir}", "nothing to checksum",
-                     "invoke weights")
-    by_prefix = {e["md5_prefix"]: (n, e.get("sha256")) for n, e in matrix.models.items()}
-    bad, unknown, good = [], [], []
-    for path in files:
-        match = re.search(r"model_final_([0-9a-f]{6})\.pkl$", path.name)
-        name, expected = by_prefix.get(match.group(1), (path.name, None)) if match else (path.name, None)
-        sidecar = path.with_name(path.name + ".sha256")
-        if expected is None and sidecar.is_file():
-            expected = (sidecar.read_text(encoding="utf-8").split() or [None])[0]
-        if expected is None:
-            unknown.append(f"{path}: no recorded sha256")
+def weights_check(home: Path, matrix: Matrix) -> Check:
+    """Each model's cached file (<home>/cache/weights/<model>.pkl) by the rule the weights step and
+    predict use (``weights.cached``): the matrix's sha256, or the hash recorded on first use."""
+    from dpdeploy.inference import weights as w
+
+    bad, good = [], []
+    for name in matrix.models:
+        spec = w.ModelSpec.from_matrix(matrix, name)
+        path = w.final_path(home, name)
+        if not path.is_file():
             continue
-        actual = sha256_file(path)
-        if actual == expected:
-            good.append(f"{name}: {path}")
+        hit, why = w.cached_why(home, spec)
+        if hit is None:
+            bad.append(f"{name}: {path}: {why}")
         else:
-            bad.append(f"{name}: {path} sha256 {actual[:16]}..., recorded {expected[:16]}...")
+            how = "sha256 pinned in env/matrix.yml" if hit.trust == "pinned" else "the hash recorded on first use"
+            good.append(f"{name}: {path} (matches {how})")
     if bad:
-        return Check("weights", "fail", f"{len(bad)} weights files do not match their recorded sha256",
-                     "the file was corrupted or replaced", "invoke weights", tuple(bad + unknown))
-    if unknown:
-        return Check("weights", "warn", f"{len(unknown)} weights files have no recorded checksum",
-                     "they cannot be verified", "invoke weights", tuple(unknown + good))
-    return Check("weights", "ok", f"{len(good)} weights files match their sha256", details=tuple(good))
+        return Check("weights", "fail", f"{len(bad)} cached weights files do not verify",
+                     "the file was corrupted or replaced after `invoke weights` checked it",
+                     "remove it and run invoke weights", tuple(bad + good))
+    if not good:
+        return Check("weights", "skip", f"no weights cached in {w.cache_dir(home)}", "nothing to checksum",
+                     "invoke weights")
+    return Check("weights", "ok", f"{len(good)} cached weights files verify", details=tuple(good))
 
 
 @dataclass
@@ -256,7 +250,7 @@ def verify(facts: Facts, plan: Plan, matrix: Matrix, lock_path: Optional[Path] =
     result.checks += problems
     result.checks.append(commit_check(stamp, matrix, plan.prefix))
     result.checks.append(arch_check(stamp, facts.gpus, plan.cuda is not None))
-    result.checks.append(weights_check(Path(plan.home) / "cache" / "weights", matrix))
+    result.checks.append(weights_check(Path(plan.home), matrix))
     return result
 
 

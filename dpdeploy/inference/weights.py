@@ -155,23 +155,33 @@ def untrusted(spec: ModelSpec) -> WeightsError:
 
 def cached(home: str | Path, spec: ModelSpec) -> Optional[Fetched]:
     """The cached file if it still verifies against the matrix's sha256, or against the hash
-    recorded when it was trusted on first use (the matrix has none); re-hashed, ~1 s for 250 MB."""
+    recorded when it was trusted on first use (the matrix has none); re-hashed, ~1 s for 250 MB.
+    The one rule for "may this cached file be used" (weights step, predict, serve, verify)."""
+    return cached_why(home, spec)[0]
+
+
+def cached_why(home: str | Path, spec: ModelSpec) -> tuple[Optional[Fetched], str]:
+    """``cached``, and why it refuses the file ("" when it verifies)."""
     path = final_path(home, spec.name)
     if not path.is_file():
-        return None
+        return None, f"no file {path}"
     side = read_json(_beside(path, ".json"))
     side = side if isinstance(side, dict) else {}
     md5, sha = file_hashes(path)
     size = path.stat().st_size
-    if mismatches(spec, md5, sha, size):
-        return None
+    wrong = mismatches(spec, md5, sha, size)
+    if wrong:
+        return None, "; ".join(wrong)
     if spec.sha256:
         trust = "pinned"
     elif side.get("trust") == "tofu" and side.get("sha256") == sha and side.get("size") == size:
         trust = "tofu"
+    elif side.get("trust") == "tofu":
+        return None, (f"sha256 {sha[:16]}... / {size} bytes, recorded on first use "
+                      f"{str(side.get('sha256'))[:16]}... / {side.get('size')} bytes")
     else:
-        return None
-    return Fetched(spec.name, str(path), side.get("source", ""), "cached", size, md5, sha, trust)
+        return None, "env/matrix.yml pins no sha256 for it and no trust-on-first-use record was kept"
+    return Fetched(spec.name, str(path), side.get("source", ""), "cached", size, md5, sha, trust), ""
 
 
 def _install(part: Path, spec: ModelSpec, home: str | Path, source: str, action: str,
