@@ -12,7 +12,8 @@ import pytest
 from dpdeploy.diagnose import drift as verify
 from dpdeploy.diagnose.checks import Check, env_python
 from dpdeploy.records import build_stamp
-from dpdeploy.diagnose.drift import applicable, compare, junit_xml, weights_check
+from dpdeploy.diagnose.drift import applicable, compare, junit_xml
+from dpdeploy.inference.weights import weights_check
 from dpdeploy.envs import lockfile as locks
 from dpdeploy.envs.lockfile import LockError, Pin, parse_lock
 from dpdeploy.runner import Completed

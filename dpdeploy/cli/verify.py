@@ -7,6 +7,7 @@ from dpdeploy.ui import render
 from dpdeploy.fsutil import atomic_write_text
 from dpdeploy.diagnose.drift import junit_xml, verify as run_verify
 from dpdeploy.inference.predict import check_writable_file
+from dpdeploy.inference.weights import weights_check
 from dpdeploy.cli import common
 
 
@@ -27,6 +28,7 @@ def verify(c, json: bool = False, junit: str = "", lock: str = "", facts: str = 
             check_writable_file(Path(junit), "--junit")
         found, resolved = common.plan(s)
         result = run_verify(found, resolved, common.load_matrix(s), lock or None)
+        result.checks.append(weights_check(Path(resolved.home), common.load_matrix(s)))
     if junit:
         atomic_write_text(junit, junit_xml(result))
     print(render.to_json(result) if json else render.verify_text(result))

@@ -182,33 +182,6 @@ def commit_check(stamp: Optional[BuildStamp], matrix: Matrix, prefix: str) -> Ch
 
 
 
-def weights_check(home: Path, matrix: Matrix) -> Check:
-    """Each model's cached file (<home>/cache/weights/<model>.pkl) by the rule the weights step and
-    predict use (``weights.cached``): the matrix's sha256, or the hash recorded on first use."""
-    from dpdeploy.inference import weights as w
-
-    bad, good = [], []
-    for name in matrix.models:
-        spec = w.ModelSpec.from_matrix(matrix, name)
-        path = w.final_path(home, name)
-        if not path.is_file():
-            continue
-        hit, why = w.cached_why(home, spec)
-        if hit is None:
-            bad.append(f"{name}: {path}: {why}")
-        else:
-            how = "sha256 pinned in env/matrix.yml" if hit.trust == "pinned" else "the hash recorded on first use"
-            good.append(f"{name}: {path} (matches {how})")
-    if bad:
-        return Check("weights", "fail", f"{len(bad)} cached weights files do not verify",
-                     "the file was corrupted or replaced after `invoke weights` checked it",
-                     "remove it and run invoke weights", tuple(bad + good))
-    if not good:
-        return Check("weights", "skip", f"no weights cached in {w.cache_dir(home)}", "nothing to checksum",
-                     "invoke weights")
-    return Check("weights", "ok", f"{len(good)} cached weights files verify", details=tuple(good))
-
-
 @dataclass
 class VerifyResult:
     profile: str
@@ -250,7 +223,6 @@ def verify(facts: Facts, plan: Plan, matrix: Matrix, lock_path: Optional[Path] =
     result.checks += problems
     result.checks.append(commit_check(stamp, matrix, plan.prefix))
     result.checks.append(arch_check(stamp, facts.gpus, plan.cuda is not None))
-    result.checks.append(weights_check(Path(plan.home), matrix))
     return result
 
 

@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Callable, Optional
 from urllib.parse import urlparse
 
+from dpdeploy.diagnose.checks import Check
 from dpdeploy.fsutil import atomic_write_json, read_json
 from dpdeploy.inenv import checkpoint
 from dpdeploy.plan.matrix import Matrix
@@ -182,6 +183,31 @@ def cached_why(home: str | Path, spec: ModelSpec) -> tuple[Optional[Fetched], st
     else:
         return None, "env/matrix.yml pins no sha256 for it and no trust-on-first-use record was kept"
     return Fetched(spec.name, str(path), side.get("source", ""), "cached", size, md5, sha, trust), ""
+
+
+def weights_check(home: Path, matrix: Matrix) -> Check:
+    """Each model's cached file (<home>/cache/weights/<model>.pkl) by the rule the weights step and
+    predict use (``weights.cached``): the matrix's sha256, or the hash recorded on first use."""
+    bad, good = [], []
+    for name in matrix.models:
+        spec = ModelSpec.from_matrix(matrix, name)
+        path = final_path(home, name)
+        if not path.is_file():
+            continue
+        hit, why = cached_why(home, spec)
+        if hit is None:
+            bad.append(f"{name}: {path}: {why}")
+        else:
+            how = "sha256 pinned in env/matrix.yml" if hit.trust == "pinned" else "the hash recorded on first use"
+            good.append(f"{name}: {path} (matches {how})")
+    if bad:
+        return Check("weights", "fail", f"{len(bad)} cached weights files do not verify",
+                     "the file was corrupted or replaced after `invoke weights` checked it",
+                     "remove it and run invoke weights", tuple(bad + good))
+    if not good:
+        return Check("weights", "skip", f"no weights cached in {cache_dir(home)}", "nothing to checksum",
+                     "invoke weights")
+    return Check("weights", "ok", f"{len(good)} cached weights files verify", details=tuple(good))
 
 
 def _install(part: Path, spec: ModelSpec, home: str | Path, source: str, action: str,
