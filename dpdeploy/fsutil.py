@@ -1,4 +1,5 @@
-"""Atomic file writes: a reader sees the old file (or tree) or the new one, never half of one."""
+"""Atomic file writes: a reader sees the old file (or tree) or the new one, never half of one; and
+reading a file the user named with a one-line error."""
 from __future__ import annotations
 
 import hashlib
@@ -59,6 +60,22 @@ def replace_tree(source: os.PathLike | str, target: os.PathLike | str) -> Path:
         shutil.rmtree(tmp, ignore_errors=True)
         shutil.rmtree(old, ignore_errors=True)
     return dest
+
+
+def read_user_text(path: os.PathLike | str, error: type[Exception], what: str) -> str:
+    """The UTF-8 text of a file the user named (a matrix, facts, config file); one that is missing,
+    a folder, unreadable or not UTF-8 raises ``error`` with one line naming it."""
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise error(f"{what} file not found: {path}; next: pass a file that exists") from None
+    except IsADirectoryError:
+        raise error(f"{what} file {path} is a folder; next: pass the file itself") from None
+    except UnicodeDecodeError as exc:
+        raise error(f"{what} file {path} is not UTF-8 text (byte {exc.start}: {exc.object[exc.start:exc.start + 1]!r}); "
+                    "next: save it as UTF-8") from None
+    except OSError as exc:
+        raise error(f"cannot read {what} file {path}: {exc.strerror or exc}; next: pass a readable file") from None
 
 
 def read_json(path: os.PathLike | str) -> Any:

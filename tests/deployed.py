@@ -10,6 +10,7 @@ Everything else (stamps, keys, the wheel cache, the run record) is the shipped c
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -62,7 +63,9 @@ def drift(prefix: Path, name: str, version: str | None) -> None:
 
 
 def context(matrix, tmp_path: Path, dry: bool = False, facts: str = "nogpu", **values):
-    """(StepContext, lines echoed): home and prefix under ``tmp_path``."""
+    """(StepContext, lines echoed): home and prefix under ``tmp_path``. The matrix pins no tree
+    hash here: the fake source trees (``source_tree``) only declare the pinned commit."""
+    matrix = dataclasses.replace(matrix, d2_tree="")
     values = {"home": str(tmp_path / "home"), "prefix": str(tmp_path / "env"), **values}
     s = settings(values, env={})
     found = facts_fixture(facts)

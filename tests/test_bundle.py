@@ -51,6 +51,12 @@ def host_lock(matrix):
     return locks.load(matrix.profile("host"))
 
 
+def host_lock_of():
+    from dpdeploy.plan import matrix as matrix_mod
+
+    return locks.load(matrix_mod.load().profile("host"))
+
+
 def bundle_of(tmp_path: Path, lock, weights: bool = True, runner=None) -> Path:
     source = tmp_path / f"detectron2-{PIN}.tar.gz"
     source.write_bytes(b"the detectron2 source archive")

@@ -168,3 +168,47 @@ def test_docker_build_uses_the_plans_max_jobs(tmp_path):
     plan = json.loads(invoke("plan", "--json").stdout)   # this host's: the image is built here
     [line] = [ln for ln in proc.stdout.splitlines() if "MAX_JOBS=" in ln]
     assert f"MAX_JOBS={plan['max_jobs']}" in shlex.split(line)
+
+
+@pytest.mark.parametrize("args, flag", [
+    (("plan", "--max-jobs", "abc"), "--max-jobs abc"),
+    (("predict", "in", "--prefix", "P", "--weights", "synthetic", "--device", "cpu", "--max-size", "abc"),
+     "--max-size abc"),
+    (("docker.build", "--dry", "--max-jobs", "2.5"), "--max-jobs 2.5"),
+])
+def test_an_int_flag_given_a_non_number_is_one_line_exit_2(tmp_path, args, flag):
+    proc = invoke(*args, env={"DPDEPLOY_HOME": str(tmp_path)}, check=False)
+    refused_in_one_line(proc, f"{flag}: not a whole number")
+
+
+def test_runtime_and_user_config_files_are_checked_like_the_project_file(tmp_path):
+    nogpu = str(FIXTURES / "facts" / "nogpu.json")
+    runtime = tmp_path / "run.yaml"
+    runtime.write_text("dpdeploy:\n  matrix: {a: 1}\n")
+    env = {"DPDEPLOY_HOME": str(tmp_path / "home")}
+    refused_in_one_line(invoke("-f", str(runtime), "plan", "--facts", nogpu, env=env, check=False),
+                        f"matrix from {runtime}: expected a string, got dict")
+    runtime.write_text("dpdeploy: 5\n")
+    refused_in_one_line(invoke("plan", "--facts", nogpu, env={**env, "INVOKE_RUNTIME_CONFIG": str(runtime)},
+                               check=False), f"{runtime}: dpdeploy: must be a mapping")
+    (tmp_path / ".invoke.yaml").write_text("dpdeploy:\n  max_jobs: true\n")
+    refused_in_one_line(invoke("plan", "--facts", nogpu, env={**env, "HOME": str(tmp_path)}, check=False),
+                        f"max_jobs from {tmp_path / '.invoke.yaml'}: expected a whole number")
+
+
+@pytest.mark.parametrize("args, why", [
+    (("verify", "--junit", "{file}/x.xml"), "--junit {file}/x.xml: its folder {file}: is a file"),
+    (("verify", "--junit", "{tmp}"), "--junit {tmp}: is a folder, not a file"),
+    (("report", "--out", "{file}"), "--out {file}: is a file, not a folder"),
+    (("report", "--out", "{file}/sub"), "--out {file}/sub: {file} is a file, so the folder cannot be created"),
+    (("report", "--out", "/proc/x"), "--out /proc/x: cannot write in /proc"),
+])
+def test_an_output_path_that_cannot_be_written_is_refused_before_acting(tmp_path, args, why):
+    file = tmp_path / "a file"
+    file.write_text("keep")
+    home = tmp_path / "home"
+    fill = {"file": file, "tmp": tmp_path}
+    facts = ["--facts", str(FIXTURES / "facts" / "nogpu.json")] if args[0] == "verify" else []
+    proc = invoke(*[a.format(**fill) for a in args], *facts, env={"DPDEPLOY_HOME": str(home)}, check=False)
+    refused_in_one_line(proc, why.format(**fill))
+    assert file.read_text() == "keep" and sorted(p.name for p in tmp_path.iterdir()) == ["a file"]

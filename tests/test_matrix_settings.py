@@ -1,6 +1,7 @@
 """The matrix validates itself; settings resolve flag > env > invoke.yaml > default."""
 import copy
 import json
+import re
 
 import pytest
 import yaml
@@ -8,7 +9,7 @@ import yaml
 from dpdeploy.plan import matrix as matrix_mod
 from dpdeploy.host.facts import Facts, FactsError
 from dpdeploy.plan.matrix import MatrixError
-from dpdeploy.plan.settings import NOT_SETTINGS, SettingsError, check_project_file, resolve
+from dpdeploy.plan.settings import NOT_SETTINGS, SettingsError, check_config_files, check_project_file, resolve
 
 from .conftest import FIXTURES
 
@@ -85,7 +86,7 @@ def test_settings_precedence():
 
 
 def test_settings_type_errors():
-    with pytest.raises(SettingsError, match="max_jobs from DPDEPLOY_MAX_JOBS: expected an integer"):
+    with pytest.raises(SettingsError, match="max_jobs from DPDEPLOY_MAX_JOBS: expected a whole number"):
         resolve({}, env={"DPDEPLOY_MAX_JOBS": "many"})
     with pytest.raises(SettingsError, match="unknown settings: colour"):
         resolve({"colour": "red"}, env={})
@@ -164,3 +165,60 @@ def test_facts_with_wrong_types_are_named(tmp_path, change, why):
     (tmp_path / "f.json").write_text(json.dumps(data))
     with pytest.raises(FactsError, match=why):
         Facts.load(tmp_path / "f.json")
+
+
+@pytest.mark.parametrize("config, why", [
+    ({"home": ["a", "b"]}, "home from invoke.yaml: expected a string, got list"),
+    ({"matrix": {"a": 1}}, "matrix from invoke.yaml: expected a string, got dict"),
+    ({"profile": True}, "profile from invoke.yaml: expected a string, got bool"),
+    ({"trust_on_first_use": 3}, "trust_on_first_use from invoke.yaml: expected true/false, got 3"),
+    ({"max_jobs": 2.7}, "max_jobs from invoke.yaml: expected a whole number, got 2.7"),
+    ({"max_jobs": True}, "max_jobs from invoke.yaml: expected a whole number, got True"),
+    ({"weights_timeout": False}, "weights_timeout from invoke.yaml: expected a whole number, got False"),
+])
+def test_settings_of_the_wrong_kind_are_refused(config, why):
+    with pytest.raises(SettingsError, match=re.escape(why)):
+        resolve({}, env={}, config=config)
+
+
+def test_settings_of_the_right_kind_pass():
+    s = resolve({}, env={"DPDEPLOY_MAX_JOBS": " 4 "},
+                config={"trust_on_first_use": True, "python": 3.11, "conda": "yes"})
+    assert (s.max_jobs, s.trust_on_first_use, s.python, s.conda) == (4, True, "3.11", True)
+
+
+@pytest.mark.parametrize("name, text, why", [
+    ("invoke.yaml", b"dpdeploy:\n  profile: caf\xe9\n", "is not UTF-8 text"),
+    ("invoke.yaml", b"dpdeploy:\n  matrix: {a: 1}\n", "matrix from {path}: expected a string, got dict"),
+    ("invoke.json", b'{"dpdeploy": 5}', "{path}: dpdeploy: must be a mapping"),
+])
+def test_config_files_are_checked_with_their_own_name(tmp_path, name, text, why):
+    (tmp_path / name).write_bytes(text)
+    with pytest.raises(SettingsError, match=re.escape(why.format(path=tmp_path / name))):
+        check_project_file(tmp_path)
+
+
+def test_user_and_runtime_config_files_are_checked(tmp_path):
+    (tmp_path / "project").mkdir()
+    (tmp_path / ".invoke.yaml").write_text("dpdeploy: 5\n")
+    with pytest.raises(SettingsError, match=re.escape(f"{tmp_path / '.invoke.yaml'}: dpdeploy: must be a mapping")):
+        check_config_files(tmp_path / "project", user=tmp_path / ".invoke", system=tmp_path / "none")
+    (tmp_path / ".invoke.yaml").unlink()
+    runtime = tmp_path / "run.yml"
+    runtime.write_text("dpdeploy:\n  profile: [cpu\n")
+    with pytest.raises(SettingsError, match=re.escape(f"{runtime}: not valid YAML")):
+        check_config_files(tmp_path / "project", runtime, user=tmp_path / ".invoke", system=tmp_path / "none")
+    with pytest.raises(SettingsError, match="invoke config file not found"):
+        check_config_files(tmp_path / "project", tmp_path / "gone.yml", user=tmp_path / ".invoke",
+                           system=tmp_path / "none")
+
+
+@pytest.mark.parametrize("content", [None, b"\xff\xfe{}"])
+def test_a_matrix_or_facts_file_that_is_a_folder_or_not_utf8_is_refused(tmp_path, content):
+    target = tmp_path / "f"
+    target.mkdir() if content is None else target.write_bytes(content)
+    why = "is a folder" if content is None else "is not UTF-8 text"
+    with pytest.raises(MatrixError, match=f"matrix file {target} {why}"):
+        matrix_mod.load(target)
+    with pytest.raises(FactsError, match=f"facts file {target} {why}"):
+        Facts.load(target)

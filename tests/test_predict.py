@@ -76,16 +76,47 @@ def test_tiny_charts_are_left_out_of_contours_only():
 
 
 def test_weights_resolution(tmp_path):
-    assert predict.resolve_weights("synthetic", "m", tmp_path) == "synthetic"
+    import hashlib
+
+    from dpdeploy.inference import weights as w
+
+    spec = w.ModelSpec("m", "https://x/densepose/m/1/model_final_abc.pkl", hashlib.md5(b"w").hexdigest()[:6],
+                       hashlib.sha256(b"w").hexdigest(), 1)
+    assert predict.resolve_weights("synthetic", spec, tmp_path) == "synthetic"
     with pytest.raises(predict.PredictError) as err:
-        predict.resolve_weights("", "m", tmp_path)
+        predict.resolve_weights("", spec, tmp_path)
     assert str(err.value).startswith("no weights for m: run invoke weights, or pass --weights synthetic")
     cached = tmp_path / "cache" / "weights" / "m.pkl"
     cached.parent.mkdir(parents=True)
     cached.write_bytes(b"w")
-    assert predict.resolve_weights("", "m", tmp_path) == str(cached)
+    assert predict.resolve_weights("", spec, tmp_path) == str(cached)
     with pytest.raises(predict.PredictError, match="no such file"):
-        predict.resolve_weights(str(tmp_path / "nope.pkl"), "m", tmp_path)
+        predict.resolve_weights(str(tmp_path / "nope.pkl"), spec, tmp_path)
+
+
+def test_a_tampered_cached_file_is_not_used_pinned_or_trusted_on_first_use(tmp_path):
+    """The cached file is used only while weights.cached() accepts it (one rule for predict,
+    serve, the weights step and verify)."""
+    import hashlib
+
+    from dpdeploy.inference import weights as w
+
+    payload = b"weights"
+    pinned = w.ModelSpec("m", "https://x/densepose/m/1/model_final_abc.pkl", hashlib.md5(payload).hexdigest()[:6],
+                         hashlib.sha256(payload).hexdigest(), len(payload))
+    tofu = w.ModelSpec("t", pinned.url, pinned.md5_prefix, None, None)
+    for spec in (pinned, tofu):
+        path = w.final_path(tmp_path, spec.name)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(payload)
+        if spec is tofu:
+            (path.parent / "t.pkl.json").write_text(json.dumps({"trust": "tofu", "size": len(payload),
+                                                                 "sha256": hashlib.sha256(payload).hexdigest()}))
+        assert predict.resolve_weights("", spec, tmp_path) == str(path)
+        # same length, same md5 prefix is not needed to fail: any change is caught by the sha256
+        path.write_bytes(b"weightZ")
+        with pytest.raises(predict.PredictError, match=f"the cached weights {path} no longer verify"):
+            predict.resolve_weights("", spec, tmp_path)
 
 
 def test_parse_event_ignores_logs():
@@ -257,6 +288,19 @@ def test_cuda_without_a_gpu_is_refused_before_the_model_loads(tmp_path, ready):
 def test_nonexistent_input_is_refused(tmp_path, ready):
     _refused([f"{ready[0]},{tmp_path / 'missing.jpg'}", *ready[1:]], tmp_path / "home",
              f"no such file or folder: {tmp_path / 'missing.jpg'}")
+
+
+@pytest.mark.parametrize("change, text", [
+    ({0: ""}, "no input given ('')"),
+    ({0: " , "}, "no input given"),
+    ({"add": ["--max-size", "0"]}, "--max-size 0: the longest image side must be 1 pixel or more"),
+    ({"add": ["--max-size", "-5"]}, "--max-size -5"),
+    ({"add": ["--max-detections", "-1"]}, "--max-detections -1: must be 0"),
+])
+def test_empty_inputs_and_sizes_out_of_range_are_refused_before_anything_starts(tmp_path, ready, change, text):
+    """An empty spec must not mean "the images of the current folder" (the checkout here)."""
+    args = [change.get(0, ready[0]), *ready[1:], "--device", "cpu", *change.get("add", [])]
+    _refused(args, tmp_path / "home", text)
 
 
 def test_full_disk_and_gpu_index_checks():

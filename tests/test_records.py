@@ -29,7 +29,7 @@ def deploy(matrix, tmp_path, monkeypatch, facts="nogpu", **values):
     for stale in (env_stamp.path(tmp_path / "env"), build_stamp.path(tmp_path / "env")):
         stale.unlink(missing_ok=True)
     ctx, _ = context(matrix, tmp_path, facts=facts, source=str(tmp_path / "src"), **values)
-    done = pipeline.run(ctx.facts, ctx.plan, ctx.settings, matrix, only=("env", "build"), echo=lambda line: None)
+    done = pipeline.run(ctx.facts, ctx.plan, ctx.settings, ctx.matrix, only=("env", "build"), echo=lambda line: None)
     assert done.ok, [s.output for s in done.steps]
     return ctx, done
 
@@ -106,7 +106,7 @@ def test_interrupted_run_is_recorded_as_such(matrix, tmp_path, monkeypatch):
 
     monkeypatch.setitem(pipeline.STEPS, "env", killed)
     with pytest.raises(KeyboardInterrupt):
-        pipeline.run(ctx.facts, ctx.plan, ctx.settings, matrix, only=("env",), echo=lambda line: None)
+        pipeline.run(ctx.facts, ctx.plan, ctx.settings, ctx.matrix, only=("env",), echo=lambda line: None)
     [folder] = (tmp_path / "home" / "runs").iterdir()
     assert run.read_result(folder).status == "interrupted"
 
@@ -114,13 +114,13 @@ def test_interrupted_run_is_recorded_as_such(matrix, tmp_path, monkeypatch):
 def test_a_no_op_setup_points_at_the_report_that_documents_it(matrix, tmp_path, monkeypatch):
     ctx, _ = deploy(matrix, tmp_path, monkeypatch, profile="cpu")
     steps = ("env", "build", "report")
-    first = pipeline.run(ctx.facts, ctx.plan, ctx.settings, matrix, only=steps, echo=lambda line: None)
+    first = pipeline.run(ctx.facts, ctx.plan, ctx.settings, ctx.matrix, only=steps, echo=lambda line: None)
     assert [s.status for s in first.steps] == ["up-to-date", "up-to-date", "done"]
     time.sleep(1.1)   # run ids are per second
-    again = pipeline.run(ctx.facts, ctx.plan, ctx.settings, matrix, only=steps, echo=lambda line: None)
+    again = pipeline.run(ctx.facts, ctx.plan, ctx.settings, ctx.matrix, only=steps, echo=lambda line: None)
     assert again.steps[-1].status == "up-to-date" and first.record.id in again.steps[-1].output
     time.sleep(1.1)
     run.RunRecord.create(ctx.plan.home, "predict")   # a newer predict run: the document changes
     time.sleep(1.1)
-    third = pipeline.run(ctx.facts, ctx.plan, ctx.settings, matrix, only=steps, echo=lambda line: None)
+    third = pipeline.run(ctx.facts, ctx.plan, ctx.settings, ctx.matrix, only=steps, echo=lambda line: None)
     assert third.steps[-1].status == "done"

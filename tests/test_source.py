@@ -223,3 +223,68 @@ def test_unpacked_tree_must_match_the_listing(tmp_path, monkeypatch):
     Path(src.path, "detectron2", "mod2.py").unlink()  # the cached tree damaged later: unpacked again
     again = acquire(str(archive), "unused", PIN_A, tmp_path / "cache")
     assert Path(again.path, "detectron2", "mod2.py").is_file() and again.tree == src.tree
+
+
+# --- an archive or folder that claims the pinned commit must have the pinned tree ------------
+
+def _plain_tar(path, files, commit=PIN_A):
+    """An uncompressed tar (no checksum at all): only the pinned tree hash can tell a changed byte."""
+    with tarfile.open(path, "w", format=tarfile.PAX_FORMAT, pax_headers={"comment": commit}) as tf:
+        for name, data in files:
+            info = tarfile.TarInfo(f"detectron2/{name}")
+            info.size = len(data)
+            tf.addfile(info, io.BytesIO(data))
+    return path
+
+
+FILES = [("setup.py", b"setup()\n"), ("detectron2/__init__.py", b"__version__ = '0.6'\n")]
+
+
+def test_a_plain_tar_with_one_byte_flipped_is_not_the_pinned_commit(tmp_path):
+    good = _plain_tar(tmp_path / "good.tar", FILES)
+    pin_tree = acquire(str(good), "unused", PIN_A, tmp_path / "c0").tree
+    assert acquire(str(good), "unused", PIN_A, tmp_path / "cache", pin_tree=pin_tree).pinned
+    bad = tmp_path / "bad.tar"
+    data = bytearray(good.read_bytes())
+    at = data.index(b"__version__")
+    data[at] ^= 0x01     # '_' -> '^': same size, same listing, no checksum in a tar
+    bad.write_bytes(bytes(data))
+    with pytest.raises(SourceError, match=r"claims the pinned commit 02b5c4e295e9, but its content .* is not the "
+                                          r"pinned commit's .*--allow-unpinned"):
+        acquire(str(bad), "unused", PIN_A, tmp_path / "cache", pin_tree=pin_tree)
+    allowed = acquire(str(bad), "unused", PIN_A, tmp_path / "cache", allow_unpinned=True, pin_tree=pin_tree)
+    assert not allowed.pinned and "NOT the pinned tree" in allowed.how and allowed.identity.startswith("tree:")
+
+
+def test_a_folder_claiming_the_pin_is_checked_before_it_is_copied(tmp_path):
+    folder = tmp_path / "d2"
+    for name, data in FILES:
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_bytes(data)
+    (folder / MARKER).write_text(PIN_A + "\n")
+    pin_tree = source_mod.pinned_content(folder)      # the marker is not part of the pinned tree
+    assert acquire(str(folder), "unused", PIN_A, tmp_path / "cache", pin_tree=pin_tree).pinned
+    (folder / "setup.py").write_bytes(b"setup()  \n")
+    with pytest.raises(SourceError, match="claims the pinned commit"):
+        acquire(str(folder), "unused", PIN_A, tmp_path / "cache2", pin_tree=pin_tree)
+    assert not (tmp_path / "cache2").exists()
+
+
+@pytest.mark.filterwarnings("ignore:Duplicate name")
+@pytest.mark.parametrize("suffix", [".tar", ".zip"])
+def test_an_archive_listing_a_member_twice_is_refused(tmp_path, suffix):
+    archive = tmp_path / f"d2{suffix}"
+    twice = [*FILES, ("setup.py", b"import os; os.system('x')\n")]
+    if suffix == ".tar":
+        _plain_tar(archive, twice)
+    else:
+        with zipfile.ZipFile(archive, "w") as zf:
+            zf.comment = PIN_A.encode()
+            for name, data in twice:
+                zf.writestr(f"detectron2/{name}", data)
+    with pytest.raises(SourceError, match="member detectron2/setup.py is listed twice"):
+        acquire(str(archive), "unused", PIN_A, tmp_path / "cache")
+
+
+def test_the_matrix_pins_the_tree_of_its_commit(matrix):
+    assert len(matrix.d2_tree) == 64 and int(matrix.d2_tree, 16) >= 0

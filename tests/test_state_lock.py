@@ -150,3 +150,46 @@ def test_end_all_ends_a_child_streamed_from_another_thread(tmp_path):
     runner.end_all()
     waiter.join(timeout=30)
     assert codes == [-signal.SIGTERM] and proc.poll() is not None and not runner._LIVE
+
+
+def test_the_sweep_knows_weights_imports_and_bundle_unpacks_and_leaves_finished_entries(tmp_path):
+    weights, bundles = tmp_path / "cache" / "weights", tmp_path / "bundles"
+    (bundles / ".0123456789abcdef-x1y2").mkdir(parents=True)
+    (bundles / "0123456789abcdef").mkdir()
+    weights.mkdir(parents=True)
+    (weights / "m.pkl.import").write_bytes(b"half")
+    (weights / "m.pkl").write_bytes(b"done")
+    assert debris.find(tmp_path) == [bundles / ".0123456789abcdef-x1y2", weights / "m.pkl.import"]
+
+
+@pytest.mark.parametrize("args", [
+    ["testext", "--no-wait"],
+    ["docker.build", "--no-wait", "--engine", "buildah", "--ca", "none"],
+    "offline",
+])
+def test_commands_that_write_the_state_root_take_its_lock_first(tmp_path, args):
+    """testext builds in <home>/tmp and the wheel cache, docker.build stages cache/docker/context-*,
+    setup --offline unpacks into bundles/: a second one must wait (here: --no-wait, refused) and
+    write nothing while another command holds the root (its sweep would take a live run's folders)."""
+    from .conftest import invoke
+    from .test_bundle import bundle_of, host_lock_of
+
+    home = tmp_path / "home"
+    if args == "offline":
+        bundle = bundle_of(tmp_path, host_lock_of())
+        facts = json.loads((ROOT / "tests" / "fixtures" / "facts" / "nogpu.json").read_text())
+        facts["host_torch"] = {"python": "/opt/py/bin/python", "python_version": "3.11.7", "torch": "2.14.1",
+                               "torchvision": "0.29.1", "site_packages": ["/opt/py/lib/python3.11/site-packages"]}
+        (tmp_path / "facts.json").write_text(json.dumps(facts))
+        args = ["setup", "--no-wait", "--offline", "--bundle", str(bundle), "--profile", "host",
+                "--python", "/opt/py/bin/python", "--facts", str(tmp_path / "facts.json")]
+    holder = start_holder(home, "60")
+    try:
+        before = sorted(p.relative_to(home) for p in home.rglob("*"))
+        done = invoke(*args, home=home, timeout=120)
+        assert done.returncode == 2, done.stdout + done.stderr
+        assert f"pid {holder.pid}" in done.stderr and "invoke setup (test holder)" in done.stderr, done.stderr
+        assert sorted(p.relative_to(home) for p in home.rglob("*")) == before
+    finally:
+        holder.kill()
+        holder.wait()

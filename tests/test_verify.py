@@ -12,7 +12,8 @@ import pytest
 from dpdeploy.diagnose import drift as verify
 from dpdeploy.diagnose.checks import Check, env_python
 from dpdeploy.records import build_stamp
-from dpdeploy.diagnose.drift import applicable, compare, junit_xml, weights_check
+from dpdeploy.diagnose.drift import applicable, compare, junit_xml
+from dpdeploy.inference.weights import weights_check
 from dpdeploy.envs import lockfile as locks
 from dpdeploy.envs.lockfile import LockError, Pin, parse_lock
 from dpdeploy.runner import Completed
@@ -132,17 +133,43 @@ def test_compare_reports_missing_changed_duplicated_and_extra():
     assert extras == ["requests 2.32.3"]  # pip is expected in every venv
 
 
-def test_weights_checksum(tmp_path, matrix):
-    assert weights_check(tmp_path / "weights", matrix).status == "skip"
-    good = tmp_path / "weights" / "densepose_rcnn_R_50_FPN_s1x" / "model_final_162be9.pkl"
-    good.parent.mkdir(parents=True)
-    good.write_bytes(b"weights")
-    assert weights_check(tmp_path / "weights", matrix).status == "warn"  # no checksum recorded anywhere
-    Path(str(good) + ".sha256").write_text(hashlib.sha256(b"weights").hexdigest() + "  model_final_162be9.pkl\n")
-    assert weights_check(tmp_path / "weights", matrix).status == "ok"
-    good.write_bytes(b"tampered")
-    bad = weights_check(tmp_path / "weights", matrix)
-    assert bad.status == "fail" and "densepose_rcnn_R_50_FPN_s1x" in bad.details[0]
+def _pinned(matrix, name: str, payload: bytes, pin: bool):
+    """The matrix with ``name``'s md5 prefix (and sha256 and size when ``pin``) those of ``payload``."""
+    import copy
+
+    changed = copy.deepcopy(matrix)
+    changed.models[name] = {**changed.models[name], "md5_prefix": hashlib.md5(payload).hexdigest()[:6],
+                            "sha256": hashlib.sha256(payload).hexdigest() if pin else None,
+                            "size": len(payload) if pin else None}
+    return changed
+
+
+@pytest.mark.parametrize("pin", [True, False])
+def test_weights_checksum(tmp_path, matrix, pin):
+    """verify checks the cached files by weights.cached(), the rule predict and the weights step use:
+    pinned in the matrix, or trusted on first use (then the recorded hash); a tampered file fails."""
+    from dpdeploy.inference import weights as w
+
+    assert weights_check(tmp_path, matrix).status == "skip"
+    name, payload = matrix.default_model, b"weights"
+    pinned = _pinned(matrix, name, payload, pin)
+    path = w.final_path(tmp_path, name)
+    path.parent.mkdir(parents=True)
+    path.write_bytes(payload)
+    if not pin:
+        assert weights_check(tmp_path, pinned).status == "fail"   # no pin and no first-use record
+        path.with_name(path.name + ".json").write_text(json.dumps(
+            {"trust": "tofu", "size": len(payload), "sha256": hashlib.sha256(payload).hexdigest()}))
+    assert weights_check(tmp_path, pinned).status == "ok"
+    path.write_bytes(b"weightZ")
+    bad = weights_check(tmp_path, pinned)
+    assert bad.status == "fail" and bad.details[0].startswith(f"{name}: {path}: ")
+    assert ("sha256 (env/matrix.yml)" if pin else "md5 prefix") in bad.details[0]
+    if not pin:   # a change the 24-bit md5 prefix misses is caught by the hash recorded on first use
+        path.write_bytes(payload)
+        path.with_name(path.name + ".json").write_text(json.dumps({"trust": "tofu", "size": len(payload),
+                                                                   "sha256": "0" * 64}))
+        assert "recorded on first use" in weights_check(tmp_path, pinned).details[0]
 
 
 def test_junit_has_one_testcase_per_check(tmp_path):

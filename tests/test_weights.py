@@ -459,3 +459,25 @@ def test_cli_refuses_unpinned_weights_and_trusts_on_first_use_only_when_asked(tm
     assert "record sha256" not in trusted.stdout
     side = json.loads((tmp_path / "home" / "cache" / "weights" / "densepose_rcnn_R_50_FPN_s1x.pkl.json").read_text())
     assert side["trust"] == "tofu"
+
+
+@pytest.mark.parametrize("source", ["http://[::1", "https://host:99999/x.pkl", "http://[not-an-ip]/m/"])
+def test_a_url_that_does_not_parse_is_a_source_error(tmp_path, source):
+    spec = spec_for("https://example.invalid/densepose/densepose_test/1/model_final_x.pkl")
+    with pytest.raises(w.WeightsError) as info:
+        w.fetch(tmp_path / "home", spec, source, trust_on_first_use=True)
+    assert info.value.kind == "source" and "not a valid URL" in info.value.what
+    assert not (tmp_path / "home").exists()
+
+
+def test_an_import_interrupted_at_any_point_leaves_no_temp_copy(tmp_path):
+    source = tmp_path / "hand copied.pkl"
+    source.write_bytes(PAYLOAD)
+    spec = spec_for("https://example.invalid/x/model_final_abcdef.pkl", md5_prefix=MD5[:6])
+
+    def ctrl_c(done, total):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        w.import_file(tmp_path / "home", spec, source, ctrl_c)
+    assert list(w.cache_dir(tmp_path / "home").iterdir()) == [] and source.read_bytes() == PAYLOAD

@@ -17,6 +17,9 @@ These are declarations, not proofs; ``how`` records which one was used. An archi
 its end first (gzip CRC and length, zip member CRCs, nothing after the tar listing's last
 member but padding), and the unpacked tree must match the archive's listing, so a truncated
 or damaged download is refused instead of building whatever part of it unpacked.
+An archive or directory that declares the pinned commit must also hash (``pinned_content``) to the
+matrix's ``detectron2.tree_sha256``: a plain .tar carries no checksum, so a changed byte is otherwise
+invisible (with ``allow_unpinned`` it is built, recorded as unpinned). A git source proves its commit.
 ``tree`` (a hash of the cached tree's content) goes into the wheel cache key beside the commit. A source whose
 commit differs from the pin, or is unknown, is refused unless ``allow_unpinned``; then
 ``pinned`` is False and callers record that loudly. Builds never run in the user's tree:
@@ -80,18 +83,46 @@ def kind_of(spec: str) -> str:
 
 
 
-def tree_hash(root: Path) -> str:
-    """sha256 over relative paths and contents (identity of a tree with no known commit)."""
+def tree_hash(root: Path, skip: tuple[str, ...] = ()) -> str:
+    """sha256 over relative paths and contents (identity of a tree with no known commit); ``skip``:
+    top-level names left out."""
     digest = hashlib.sha256()
-    for path in sorted(p for p in root.rglob("*") if p.is_file() and ".git" not in p.relative_to(root).parts):
+    for path in sorted(p for p in root.rglob("*") if p.is_file() and ".git" not in p.relative_to(root).parts
+                       and p.relative_to(root).parts[0] not in skip):
         digest.update(str(path.relative_to(root)).encode() + b"\0")
         digest.update(sha256_file(path).encode())
     return digest.hexdigest()
 
 
+def pinned_content(root: Path) -> str:
+    """The hash compared with the matrix's ``detectron2.tree_sha256``: the tree without dpdeploy's marker."""
+    return tree_hash(root, skip=(MARKER,))
+
+
+def _check_pinned_tree(spec: str, root: Path, commit: Optional[str], pin: str, pin_tree: str,
+                       allow_unpinned: bool) -> str:
+    """For an archive or folder that only declares the pinned commit: "" when its content is the
+    pinned tree (or no tree is pinned); else refused, or with ``allow_unpinned`` why it is not."""
+    if commit != pin or not pin_tree:
+        return ""
+    found = pinned_content(root)
+    if found == pin_tree:
+        return ""
+    why = (f"its content (tree sha256 {found[:16]}...) is not the pinned commit's "
+           f"(env/matrix.yml detectron2.tree_sha256 {pin_tree[:16]}...)")
+    if not allow_unpinned:
+        raise SourceError(f"detectron2 source {spec} claims the pinned commit {pin[:12]}, but {why}: it was changed "
+                          "or damaged; refusing to build. next: get a clean copy of that commit, or pass "
+                          "--allow-unpinned to build it anyway (recorded as unpinned)")
+    return why
+
+
 def _decide(spec: str, kind: str, path: Path, commit: Optional[str], how: str, pin: str,
-            allow_unpinned: bool, identity: str) -> Source:
-    pinned = commit == pin
+            allow_unpinned: bool, identity: str, differs: str = "") -> Source:
+    pinned = commit == pin and not differs
+    if differs:
+        how = f"{how}; NOT the pinned tree: {differs}"
+        identity = f"tree:{tree_hash(path)}"
     if not pinned and not allow_unpinned:
         found = f"is at commit {commit} ({how})" if commit else f"has no known commit ({how})"
         raise SourceError(f"detectron2 source {spec or 'default'} {found}, but the matrix pins {pin}; "
@@ -159,6 +190,7 @@ def _listing(archive: Path) -> tuple[dict[str, str], str]:
                 bad = zf.testzip()
                 if bad is not None:
                     raise _damaged(archive, f"member {bad} fails its CRC check")
+                _no_duplicates(archive, [i.filename for i in zf.infolist()])
                 names = {i.filename.rstrip("/"): "dir" if i.is_dir() else "file" for i in zf.infolist()}
                 return names, zf.comment.decode("ascii", "replace")
         with tarfile.open(archive) as tf:
@@ -169,11 +201,23 @@ def _listing(archive: Path) -> tuple[dict[str, str], str]:
                     last = members[-1].name if members else "(none)"
                     raise _damaged(archive, f"data after its last readable member {last} is not in its listing "
                                             "(a damaged tar header)")
+            _no_duplicates(archive, [m.name for m in members])
             names = {m.name.rstrip("/"): "dir" if m.isdir() else "link" if m.issym() or m.islnk() else "file"
                      for m in members}
             return names, tf.pax_headers.get("comment", "")
     except DAMAGED as exc:
         raise _damaged(archive, f"{type(exc).__name__}: {exc or 'unexpected end of data'}") from None
+
+
+def _no_duplicates(archive: Path, names: list[str]) -> None:
+    """A member listed twice: which copy ends up in the tree depends on the unpacker (the second
+    silently replaces the first), so the listing cannot be checked against the tree."""
+    seen: set[str] = set()
+    for name in names:
+        name = name.rstrip("/")
+        if name in seen:
+            raise _damaged(archive, f"member {name} is listed twice")
+        seen.add(name)
 
 
 def _embedded_commit(comment: str) -> Optional[str]:
@@ -237,7 +281,7 @@ def _strip_top(names: dict[str, str], top: Optional[str]) -> dict[str, str]:
     return {n[len(top) + 1:]: k for n, k in names.items() if n.startswith(top + "/")}
 
 
-def from_archive(archive: Path, pin: str, cache: Path, allow_unpinned: bool) -> Source:
+def from_archive(archive: Path, pin: str, cache: Path, allow_unpinned: bool, pin_tree: str = "") -> Source:
     """Check the archive, unpack it (once per archive content) into the cache and check the
     tree against its listing; the commit as the module doc says."""
     names, comment = _listing(archive)
@@ -266,7 +310,9 @@ def from_archive(archive: Path, pin: str, cache: Path, allow_unpinned: bool) -> 
     commit, how = _embedded_commit(comment), "the commit git archive embedded"
     if commit is None:
         commit, how = _declared_commit(dest, [archive.name] + ([top] if top else []))
-    return _decide(str(archive), "archive", dest, commit, how, pin, allow_unpinned, commit or f"sha256:{digest}")
+    differs = _check_pinned_tree(str(archive), dest, commit, pin, pin_tree, allow_unpinned)
+    return _decide(str(archive), "archive", dest, commit, how, pin, allow_unpinned, commit or f"sha256:{digest}",
+                   differs)
 
 
 def _single_top_name(names: dict[str, str]) -> Optional[str]:
@@ -275,10 +321,11 @@ def _single_top_name(names: dict[str, str]) -> Optional[str]:
     return top if top is not None and names.get(top, "dir") == "dir" and any("/" in n for n in names) else None
 
 
-def from_directory(folder: Path, pin: str, cache: Path, allow_unpinned: bool) -> Source:
+def from_directory(folder: Path, pin: str, cache: Path, allow_unpinned: bool, pin_tree: str = "") -> Source:
     """Copy a plain (non-git) tree into the cache, keyed by its content."""
     commit, how = _declared_commit(folder, [folder.resolve().name])
-    identity = commit if commit == pin else f"tree:{tree_hash(folder)}"
+    differs = _check_pinned_tree(str(folder), folder, commit, pin, pin_tree, allow_unpinned)  # before it is copied
+    identity = commit if commit == pin and not differs else f"tree:{tree_hash(folder)}"
     dest = cache / ("dir-" + hashlib.sha256(identity.encode()).hexdigest()[:16])
     if not dest.exists():
         cache.mkdir(parents=True, exist_ok=True)
@@ -286,12 +333,14 @@ def from_directory(folder: Path, pin: str, cache: Path, allow_unpinned: bool) ->
         shutil.copytree(folder, tmp / "tree", symlinks=True)
         os.replace(tmp / "tree", dest)
         tmp.rmdir()
-    return _decide(str(folder), "directory", dest, commit, how, pin, allow_unpinned, identity)
+    return _decide(str(folder), "directory", dest, commit, how, pin, allow_unpinned, identity, differs)
 
 
 def acquire(spec: str, repo: str, pin: str, cache: Path, allow_unpinned: bool = False,
-            run=runner_mod.run) -> Source:
-    """The source ``spec`` ("" = ``repo``) at ``pin``, in ``cache``; refused unless pinned or allowed."""
+            run=runner_mod.run, pin_tree: str = "") -> Source:
+    """The source ``spec`` ("" = ``repo``) at ``pin``, in ``cache``; refused unless pinned or allowed.
+    An archive or folder that declares ``pin`` must also have the content ``pin_tree`` (git proves
+    its commit by its own hashes)."""
     if "://" in spec and spec.endswith(ARCHIVES):
         raise SourceError(f"--source {spec}: download the archive first and pass its path (dpdeploy does not "
                           "fetch archives over the network)")
@@ -301,5 +350,5 @@ def acquire(spec: str, repo: str, pin: str, cache: Path, allow_unpinned: bool = 
         return from_git(url if "://" in url or url.startswith("git@") else str(Path(url).expanduser().resolve()),
                         pin, cache, allow_unpinned, run)
     if kind == "archive":
-        return from_archive(Path(spec).expanduser().resolve(), pin, cache, allow_unpinned)
-    return from_directory(Path(spec).expanduser().resolve(), pin, cache, allow_unpinned)
+        return from_archive(Path(spec).expanduser().resolve(), pin, cache, allow_unpinned, pin_tree)
+    return from_directory(Path(spec).expanduser().resolve(), pin, cache, allow_unpinned, pin_tree)

@@ -3,10 +3,12 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import os
 import sys
 from typing import Any, Iterator
 
-from invoke import Exit
+from invoke import Collection, Exit, Task
+from invoke.parser import Argument
 
 from dpdeploy.plan import matrix as matrix_mod
 from dpdeploy.ui import render
@@ -19,7 +21,7 @@ from dpdeploy.inference.predict import PredictError
 from dpdeploy.host import pytorch
 from dpdeploy.host.probe import load_nvml, probe, probe_gpus
 from dpdeploy.runner import end_all, run as run_command
-from dpdeploy.plan.settings import Settings, SettingsError, check_project_file, resolve as resolve_settings
+from dpdeploy.plan.settings import Settings, SettingsError, check_config_files, resolve as resolve_settings
 from dpdeploy.records.terminal import command_line
 from dpdeploy.state.lock import Busy, Interrupted, Unusable, hold, signals_raise
 
@@ -34,10 +36,54 @@ def settings(c, **flags: Any) -> Settings:
     return resolve_settings(given, config=dict(raw) if hasattr(raw, "keys") else raw)
 
 
+class _IntArgument(Argument):
+    """An int flag whose value is not a whole number ends with one line and exit 2 (invoke's own
+    parser would raise a ValueError traceback)."""
+
+    def set_value(self, value: Any, cast: bool = True) -> None:
+        try:
+            super().set_value(value, cast)
+        except ValueError:
+            raise Exit(render.error_text(SettingsError(
+                f"--{self.name.replace('_', '-')} {value}: not a whole number; "
+                f"next: give an integer, e.g. --{self.name.replace('_', '-')} {self.default or 1}")), code=2) from None
+
+
+class _StrictTask(Task):
+    def get_arguments(self, *args: Any, **kwargs: Any) -> list:
+        found = super().get_arguments(*args, **kwargs)
+        for arg in found:
+            if arg.kind is int:
+                arg.__class__ = _IntArgument
+        return found
+
+
+def strict_int_flags(ns: Collection) -> Collection:
+    """Make every int flag of every task in ``ns`` (and its sub-collections) refuse a non-number
+    with one line and exit 2."""
+    for task in ns.tasks.values():
+        if type(task) is Task:
+            task.__class__ = _StrictTask
+    for sub in ns.collections.values():
+        strict_int_flags(sub)
+    return ns
+
+
+def runtime_config_path() -> str | None:
+    """The runtime config file of this invoke run: ``invoke -f FILE`` (as parsed by the running
+    program) or INVOKE_RUNTIME_CONFIG."""
+    import invoke.main
+
+    args = getattr(invoke.main.program, "args", None)
+    given = args.config.value if args is not None and "config" in args else None
+    return given or os.environ.get("INVOKE_RUNTIME_CONFIG") or None
+
+
 def check_project_config(folder: str) -> None:
-    """Exit 2 with one line when invoke.yaml in ``folder`` is broken (before invoke reads it)."""
+    """Exit 2 with one line when a config file invoke will read for this run (system, user, the
+    project's invoke.yaml in ``folder``, the runtime file) is broken, before invoke merges it."""
     try:
-        check_project_file(folder)
+        check_config_files(folder, runtime_config_path())
     except SettingsError as err:
         print(render.error_text(err), file=sys.stderr)
         sys.exit(2)

@@ -75,10 +75,12 @@ def render_args(c, check: bool = False) -> None:
     **ENGINE_HELP,
     "dry": "Print the engine and the command line, stage nothing, build nothing.",
     "json": "Print the result as JSON.",
+    "no_wait": common.NO_WAIT_HELP,
 })
 def build(c, profile: str = "", arch_list: str = "", source: str = "", target: str = "runtime", base_image: str = "",
           tag: str = "", max_jobs: int = 0, ca: str = "", engine: str = "", storage_driver: str = "",
-          storage_root: str = "", isolation: str = "", dry: bool = False, json: bool = False) -> None:
+          storage_root: str = "", isolation: str = "", dry: bool = False, json: bool = False,
+          no_wait: bool = False) -> None:
     """Build docker/Dockerfile with docker buildx, buildah or podman from the matrix's pins."""
     with common.user_errors(json):
         s = common.settings(c)
@@ -97,52 +99,55 @@ def build(c, profile: str = "", arch_list: str = "", source: str = "", target: s
     tag = tag or f"{stages.REPOSITORY}:{args['PROFILE']}-{target}"
     home = s.home_path
     secrets = {containers.CA_SECRET_ID: bundle} if bundle else {}
-    staging = Path(tempfile.mkdtemp(prefix="context-", dir=_mkdir(home / "cache" / "docker"))) if not dry else Path("<context>")
-    built: list[dict] = []
-    try:
-        if source and not dry:
-            args["D2_SOURCE"] = buildcontext.stage_source(source, matrix.d2_commit, staging)
-        elif source:
-            args["D2_SOURCE"] = "/src/<staged source>"
-        if dry:
+    # the context folder and the run record live in the state root: under its lock (a dry run changes nothing)
+    with common.user_errors(json), common.state_lock(s, no_wait=no_wait, dry=dry, quiet=json):
+        staging = (Path(tempfile.mkdtemp(prefix="context-", dir=_mkdir(home / "cache" / "docker"))) if not dry
+                   else Path("<context>"))
+        built: list[dict] = []
+        try:
+            if source and not dry:
+                args["D2_SOURCE"] = buildcontext.stage_source(source, matrix.d2_commit, staging)
+            elif source:
+                args["D2_SOURCE"] = "/src/<staged source>"
+            if dry:
+                if target == "runtime":
+                    args["BUILT_IMAGE"] = stages.build_tag(args["PROFILE"], "<key>")
+                    built.append({"target": "build", "tag": args["BUILT_IMAGE"], "status": "planned (skipped when "
+                                  "that image exists)", "command": containers.build_argv(eng, _request(
+                                      staging, "build", args["BUILT_IMAGE"], args, secrets))})
+                argv = containers.build_argv(eng, _request(staging, target, tag, args, secrets))
+                _report({"engine": eng.name, "command": argv, "tag": tag, "status": "planned", "stages": built}, json)
+                return
+            files = buildcontext.stage_repo(paths.ROOT, staging)
+            record = RunRecord.create(home, "docker-build")
+            log = record.log_path("docker-build")
+            log.parent.mkdir(parents=True, exist_ok=True)
+            echo = (lambda line: None) if json else print
+            if not json:
+                print(f"==> {eng.name}: {tag} (target {target}, profile {args['PROFILE']}, base {args['BASE_IMAGE']}); "
+                      f"context: {len(files)} files; log: {log}")
+            rc = 0
             if target == "runtime":
-                args["BUILT_IMAGE"] = stages.build_tag(args["PROFILE"], "<key>")
-                built.append({"target": "build", "tag": args["BUILT_IMAGE"], "status": "planned (skipped when "
-                              "that image exists)", "command": containers.build_argv(eng, _request(
-                                  staging, "build", args["BUILT_IMAGE"], args, secrets))})
+                rc, stage = _build_stage(eng, staging, files, args, secrets, log, echo)
+                built.append(stage)
+                args["BUILT_IMAGE"] = stage["tag"]
             argv = containers.build_argv(eng, _request(staging, target, tag, args, secrets))
-            _report({"engine": eng.name, "command": argv, "tag": tag, "status": "planned", "stages": built}, json)
-            return
-        files = buildcontext.stage_repo(paths.ROOT, staging)
-        record = RunRecord.create(home, "docker-build")
-        log = record.log_path("docker-build")
-        log.parent.mkdir(parents=True, exist_ok=True)
-        echo = (lambda line: None) if json else print
-        if not json:
-            print(f"==> {eng.name}: {tag} (target {target}, profile {args['PROFILE']}, base {args['BASE_IMAGE']}); "
-                  f"context: {len(files)} files; log: {log}")
-        rc = 0
-        if target == "runtime":
-            rc, stage = _build_stage(eng, staging, files, args, secrets, log, echo)
-            built.append(stage)
-            args["BUILT_IMAGE"] = stage["tag"]
-        argv = containers.build_argv(eng, _request(staging, target, tag, args, secrets))
-        start = time.monotonic()
-        if rc == 0:
-            rc = stream(argv, log_path=str(log), echo=echo)
-        seconds = round(time.monotonic() - start, 1)
-    except (SourceError, OSError) as exc:
-        raise _fail(exc) from None
-    finally:
-        if not dry:
-            shutil.rmtree(staging, ignore_errors=True)
-    result = {"engine": eng.name, "command": argv, "tag": tag, "target": target, "build_args": args,
-              "stages": built, "seconds": seconds, "size": image_size(eng, tag) if rc == 0 else "", "log": str(log),
-              "status": "done" if rc == 0 else "failed", "returncode": rc}
-    record.write("result", result)
-    _report(result, json)
-    if rc != 0:
-        raise Exit(code=1)
+            start = time.monotonic()
+            if rc == 0:
+                rc = stream(argv, log_path=str(log), echo=echo)
+            seconds = round(time.monotonic() - start, 1)
+        except (SourceError, OSError) as exc:
+            raise _fail(exc) from None
+        finally:
+            if not dry:
+                shutil.rmtree(staging, ignore_errors=True)
+        result = {"engine": eng.name, "command": argv, "tag": tag, "target": target, "build_args": args,
+                  "stages": built, "seconds": seconds, "size": image_size(eng, tag) if rc == 0 else "", "log": str(log),
+                  "status": "done" if rc == 0 else "failed", "returncode": rc}
+        record.write("result", result)
+        _report(result, json)
+        if rc != 0:
+            raise Exit(code=1)
 
 
 def _request(staging: Path, target: str, tag: str, args: dict, secrets: dict) -> BuildRequest:

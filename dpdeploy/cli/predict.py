@@ -56,7 +56,7 @@ def predict(c, inputs: str, out: str = "", vis: str = ",".join(DEFAULT_VIS), mod
 
         req, skipped = core.prepare(
             [inputs], home=s.home_path, prefix=env_prefix, default_device=default_device,
-            models=list(matrix.models), model=model or matrix.default_model, out=out, vis=vis, weights=weights,
+            models=core.model_specs(matrix), model=model or matrix.default_model, out=out, vis=vis, weights=weights,
             min_score=core.parse_score(min_score), device=device, config=config, max_size=max_size,
             max_detections=max_detections, record_folder=new_record, gpus=host_gpus, precision=precision,
             batch_size=batch_size, every=every, gpu_list=gpus, engine=engine, address=address, workers=workers)

@@ -10,6 +10,7 @@ from dpdeploy.report import ReportError, parse_formats, write
 from dpdeploy.report.runs import latest, skipped_interrupted
 from dpdeploy.report.text import summary
 from dpdeploy.records.terminal import command_line
+from dpdeploy.inference.predict import check_writable
 from dpdeploy.cli import common
 
 
@@ -55,6 +56,7 @@ def report(c, run: str = "", predict: str = "", images: str = "", format: str = 
             raise Exit(code=2) from None
         anchor = setup_dir or predict_dir
         target = Path(out) if out else (anchor / "report" if anchor else home / "reports")
+        check_writable(target, "--out" if out else "the report folder")
         result = write(setup_dir, predict_dir, target, formats, tuple(filter(None, images.split(","))),
                        command=command_line(), notes=notes)
         print(render.to_json(result) if json else summary(result))

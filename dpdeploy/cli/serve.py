@@ -51,8 +51,8 @@ def serve(c, host: str = "127.0.0.1", port: int = 8000, replicas: int = 1, max_b
         core.check_engine("ray", address, "", 0)
         python = core.env_python(env_prefix)
         core.check_env_has_ray(env_prefix)
-        req = core.Request(inputs=[], out="", model=name, python=python,
-                           weights=core.resolve_weights(weights, name, s.home_path), vis=core.parse_vis(vis),
+        resolved = core.resolve_weights(weights, core.model_specs(matrix)[name], s.home_path)
+        req = core.Request(inputs=[], out="", model=name, python=python, weights=resolved, vis=core.parse_vis(vis),
                            min_score=core.parse_score(min_score), device=device or default_device,
                            config_dirs=core.config_dirs(s.home_path, env_prefix), max_detections=max_detections,
                            synthetic_cache=str(s.home_path / "cache" / "weights" / cache_name(name)))

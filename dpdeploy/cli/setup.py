@@ -1,6 +1,7 @@
 """`invoke setup`: the whole deployment, planned first, then each step."""
 import contextlib
 from pathlib import Path
+from typing import Callable, Optional
 
 from invoke import Exit, task
 
@@ -16,11 +17,14 @@ from dpdeploy.steps import pipeline
 from dpdeploy.ui import render
 
 
-def offline_bundle(s: Settings, resolved: Plan, machine: str, dry: bool) -> tuple[Settings, unpack.Unpacked | None]:
-    """--offline --bundle: the bundle checked in full (refused before anything is written), then
-    unpacked; the build and weights steps take its source and weights."""
+def offline_bundle(s: Settings, resolved: Plan, machine: str,
+                   dry: bool) -> Optional[Callable[[], tuple[Settings, unpack.Unpacked]]]:
+    """--offline --bundle: the bundle checked in full (refused before anything is written); returns
+    what unpacks it (call it under the state lock: it writes <home>/bundles), which gives the
+    settings whose build and weights steps take the bundle's source and weights. None: no bundle
+    (or a dry run, which unpacks nothing)."""
     if not (s.offline or s.bundle):
-        return s, None
+        return None
     if not s.bundle:
         raise SettingsError("--offline needs --bundle FILE (what `invoke bundle` wrote); next: pass --bundle")
     if s.conda:
@@ -29,10 +33,14 @@ def offline_bundle(s: Settings, resolved: Plan, machine: str, dry: bool) -> tupl
     lock = locks.load(common.load_matrix(s).profile(resolved.profile))
     manifest, digest = unpack.check(bundle, lock, resolved.python_version, machine, resolved.detectron2_commit)
     if dry:
-        return s, None
-    done = unpack.unpack(bundle, manifest, digest, Path(resolved.home))
-    values = {**s.values, "offline": True, "source": str(done.source), "weights_from": str(done.weights or "")}
-    return Settings(values, {**s.origins, "source": "--bundle", "weights_from": "--bundle"}), done
+        return None
+
+    def unpacked() -> tuple[Settings, unpack.Unpacked]:
+        done = unpack.unpack(bundle, manifest, digest, Path(resolved.home))
+        values = {**s.values, "offline": True, "source": str(done.source), "weights_from": str(done.weights or "")}
+        return Settings(values, {**s.origins, "source": "--bundle", "weights_from": "--bundle"}), done
+
+    return unpacked
 
 
 @task(help={
@@ -58,8 +66,9 @@ def setup(c, dry: bool = False, json: bool = False, facts: str = "", profile: st
                             python=python, offline=offline or None, bundle=bundle)
         steps = common.step_names(only)
         found, resolved = common.plan(s)
-        s, unpacked = offline_bundle(s, resolved, found.machine, dry)
+        from_bundle = offline_bundle(s, resolved, found.machine, dry)
         with common.state_lock(s, no_wait=no_wait, dry=dry, quiet=json):
+            s, unpacked = from_bundle() if from_bundle else (s, None)
             record = None if dry else RunRecord.create(resolved.home, "setup")
             tee = capture(record.folder, command_line()) if record else contextlib.nullcontext()
             with tee:

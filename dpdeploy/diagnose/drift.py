@@ -7,7 +7,6 @@ the weights' checksums. Every comparison is a ``Check``; any ``fail`` is drift.
 from __future__ import annotations
 
 import json
-import re
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +19,6 @@ from dpdeploy.diagnose.checks import Check, arch_check, env_missing, env_python,
 from dpdeploy.envs.lockfile import LockError, Pin, normalize, parse_lock
 from dpdeploy.envs.site import HOST_PTH, EnvError, host_dirs, torch_info
 from dpdeploy.host.facts import Facts
-from dpdeploy.fsutil import sha256_file
 from dpdeploy.plan.matrix import Matrix
 from dpdeploy.plan.resolve import Plan
 from dpdeploy.records import build_stamp, env_stamp
@@ -184,37 +182,6 @@ def commit_check(stamp: Optional[BuildStamp], matrix: Matrix, prefix: str) -> Ch
 
 
 
-def weights_check(weights_dir: Path, matrix: Matrix) -> Check:
-    """Each ``model_final_<md5>.pkl`` against the matrix sha256 or its ``.sha256`` sidecar."""
-    files = sorted(weights_dir.rglob("*.pkl")) if weights_dir.is_dir() else []
-    if not files:
-        return Check("weights", "skip", f"no weights recorded in {weights_dir}", "nothing to checksum",
-                     "invoke weights")
-    by_prefix = {e["md5_prefix"]: (n, e.get("sha256")) for n, e in matrix.models.items()}
-    bad, unknown, good = [], [], []
-    for path in files:
-        match = re.search(r"model_final_([0-9a-f]{6})\.pkl$", path.name)
-        name, expected = by_prefix.get(match.group(1), (path.name, None)) if match else (path.name, None)
-        sidecar = path.with_name(path.name + ".sha256")
-        if expected is None and sidecar.is_file():
-            expected = (sidecar.read_text(encoding="utf-8").split() or [None])[0]
-        if expected is None:
-            unknown.append(f"{path}: no recorded sha256")
-            continue
-        actual = sha256_file(path)
-        if actual == expected:
-            good.append(f"{name}: {path}")
-        else:
-            bad.append(f"{name}: {path} sha256 {actual[:16]}..., recorded {expected[:16]}...")
-    if bad:
-        return Check("weights", "fail", f"{len(bad)} weights files do not match their recorded sha256",
-                     "the file was corrupted or replaced", "invoke weights", tuple(bad + unknown))
-    if unknown:
-        return Check("weights", "warn", f"{len(unknown)} weights files have no recorded checksum",
-                     "they cannot be verified", "invoke weights", tuple(unknown + good))
-    return Check("weights", "ok", f"{len(good)} weights files match their sha256", details=tuple(good))
-
-
 @dataclass
 class VerifyResult:
     profile: str
@@ -256,7 +223,6 @@ def verify(facts: Facts, plan: Plan, matrix: Matrix, lock_path: Optional[Path] =
     result.checks += problems
     result.checks.append(commit_check(stamp, matrix, plan.prefix))
     result.checks.append(arch_check(stamp, facts.gpus, plan.cuda is not None))
-    result.checks.append(weights_check(Path(plan.home) / "cache" / "weights", matrix))
     return result
 
 

@@ -12,6 +12,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
+from dpdeploy.fsutil import read_user_text
+
 SCHEMA = 1
 
 
@@ -98,9 +100,7 @@ class Facts:
     @classmethod
     def load(cls, path: str | Path) -> "Facts":
         try:
-            data = json.loads(Path(path).read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise FactsError(f"facts file not found: {path}") from None
+            data = json.loads(read_user_text(path, FactsError, "facts"))
         except json.JSONDecodeError as exc:
             raise FactsError(f"facts file {path} is not JSON: {exc}") from None
         if not isinstance(data, dict):

@@ -23,10 +23,11 @@ class Inputs:
 
 def split_specs(specs: Iterable[str]) -> list[str]:
     """`a.jpg,b dir` -> ["a.jpg", "b dir"]: invoke takes one positional string, commas separate
-    several (a spec that exists as a path is kept whole, commas and all)."""
+    several (a spec that exists as a path is kept whole, commas and all). An empty spec names
+    nothing (not the current folder)."""
     out: list[str] = []
     for spec in specs:
-        if Path(spec).expanduser().exists():
+        if spec.strip() and Path(spec).expanduser().exists():
             out.append(spec)
         else:
             out.extend(part.strip() for part in spec.split(",") if part.strip())

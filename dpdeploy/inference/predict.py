@@ -94,8 +94,18 @@ def parse_score(text: str) -> float:
     return score
 
 
-def resolve_weights(flag: str, model: str, home: Path) -> str:
-    """--weights PATH or 'synthetic', else the verified cached file `invoke weights` wrote."""
+def model_specs(matrix: Any) -> dict[str, Any]:
+    """Each model of the matrix: name -> weights.ModelSpec (what its cached file is checked against)."""
+    from dpdeploy.inference import weights as w
+
+    return {name: w.ModelSpec.from_matrix(matrix, name) for name in matrix.models}
+
+
+def resolve_weights(flag: str, spec: Any, home: Path) -> str:
+    """--weights PATH or 'synthetic', else the cached file `invoke weights` wrote, used only while it
+    still verifies (``weights.cached``: the matrix's sha256, or the hash recorded on first use)."""
+    from dpdeploy.inference import weights as w
+
     if flag == SYNTHETIC:
         return SYNTHETIC
     if flag:
@@ -103,11 +113,15 @@ def resolve_weights(flag: str, model: str, home: Path) -> str:
         if not path.is_file():
             raise PredictError(f"--weights {flag}: no such file")
         return str(path.resolve())
-    cached = home / "cache" / "weights" / f"{model}.pkl"
-    if cached.is_file():
-        return str(cached)
-    raise PredictError(f"no weights for {model}: run invoke weights, or pass --weights synthetic for a "
-                       f"pipeline check (looked for {cached})")
+    path = w.final_path(home, spec.name)
+    if not path.is_file():
+        raise PredictError(f"no weights for {spec.name}: run invoke weights, or pass --weights synthetic for a "
+                           f"pipeline check (looked for {path})")
+    hit, why = w.cached_why(home, spec)
+    if hit is None:
+        raise PredictError(f"the cached weights {path} no longer verify ({why}): the file "
+                           f"changed after `invoke weights` checked it; next: remove it and run invoke weights")
+    return str(path)
 
 
 # Free space below which an output folder is refused (a few images' PNGs, IUV arrays and JSON).
@@ -135,6 +149,15 @@ def check_writable(folder: Path, what: str) -> None:
     if free < MIN_FREE_MIB:
         raise PredictError(f"{what} {folder}: only {free} MiB free on {base} (needs {MIN_FREE_MIB} MiB); "
                            "free some space or pass a folder on another disk")
+
+
+def check_writable_file(path: Path, what: str) -> None:
+    """Refuse a file path that is a folder or whose folder ``check_writable`` refuses."""
+    if path.is_dir():
+        raise PredictError(f"{what} {path}: is a folder, not a file; pass a file path such as {path / 'report.xml'}")
+    if path.exists() and not os.access(path, os.W_OK):
+        raise PredictError(f"{what} {path}: cannot be replaced (not writable); pass another file path")
+    check_writable(path.parent, f"{what} {path}: its folder")
 
 
 def check_device(device: str, gpus: int) -> None:
@@ -390,7 +413,7 @@ def typed_command() -> list[str]:
     return [Path(sys.argv[0]).name, *sys.argv[1:]] if sys.argv else []
 
 
-def prepare(inputs: Sequence[str], *, home: Path, prefix: str, default_device: str, models: Sequence[str],
+def prepare(inputs: Sequence[str], *, home: Path, prefix: str, default_device: str, models: dict[str, Any],
             model: str, out: str, vis: str, weights: str, min_score: float, device: str, config: str,
             max_size: int, max_detections: int, record_folder: Callable[[], Path],
             gpus: Sequence[Any] = (), precision: str = "fp32", batch_size: int = 0, every: int = 1,
@@ -411,10 +434,18 @@ def prepare(inputs: Sequence[str], *, home: Path, prefix: str, default_device: s
     if batch_size < 0 or every < 1:
         raise PredictError(f"--batch-size {batch_size} / --every {every}: the batch size is 0 (automatic) or more, "
                            "--every 1 or more")
+    if max_size < 1:
+        raise PredictError(f"--max-size {max_size}: the longest image side must be 1 pixel or more; "
+                           f"pass e.g. --max-size 1333")
+    if max_detections < 0:
+        raise PredictError(f"--max-detections {max_detections}: must be 0 (the config's cap) or more")
     if config and not Path(config).is_file():
         raise PredictError(f"--config {config}: no such file")
     names = parse_vis(vis)
     specs = split_specs(inputs)
+    if not specs:
+        raise PredictError(f"no input given ({', '.join(map(repr, inputs))}): pass image files or folders, "
+                           "e.g. invoke predict photos/")
     # what the user named must exist; a broken file found inside a folder is that file's error
     missing = [spec for spec in specs if not os.path.lexists(Path(spec).expanduser())]
     if missing:
@@ -429,7 +460,7 @@ def prepare(inputs: Sequence[str], *, home: Path, prefix: str, default_device: s
     python = env_python(prefix)
     if engine == "ray":
         check_env_has_ray(prefix)
-    resolved = resolve_weights(weights, model, home)
+    resolved = resolve_weights(weights, models[model], home)
     if out:
         check_writable(Path(out).expanduser().absolute(), "--out")
     check_writable(home / "runs", "run records in")

@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Callable, Optional
 from urllib.parse import urlparse
 
+from dpdeploy.diagnose.checks import Check
 from dpdeploy.fsutil import atomic_write_json, read_json
 from dpdeploy.inenv import checkpoint
 from dpdeploy.plan.matrix import Matrix
@@ -155,23 +156,58 @@ def untrusted(spec: ModelSpec) -> WeightsError:
 
 def cached(home: str | Path, spec: ModelSpec) -> Optional[Fetched]:
     """The cached file if it still verifies against the matrix's sha256, or against the hash
-    recorded when it was trusted on first use (the matrix has none); re-hashed, ~1 s for 250 MB."""
+    recorded when it was trusted on first use (the matrix has none); re-hashed, ~1 s for 250 MB.
+    The one rule for "may this cached file be used" (weights step, predict, serve, verify)."""
+    return cached_why(home, spec)[0]
+
+
+def cached_why(home: str | Path, spec: ModelSpec) -> tuple[Optional[Fetched], str]:
+    """``cached``, and why it refuses the file ("" when it verifies)."""
     path = final_path(home, spec.name)
     if not path.is_file():
-        return None
+        return None, f"no file {path}"
     side = read_json(_beside(path, ".json"))
     side = side if isinstance(side, dict) else {}
     md5, sha = file_hashes(path)
     size = path.stat().st_size
-    if mismatches(spec, md5, sha, size):
-        return None
+    wrong = mismatches(spec, md5, sha, size)
+    if wrong:
+        return None, "; ".join(wrong)
     if spec.sha256:
         trust = "pinned"
     elif side.get("trust") == "tofu" and side.get("sha256") == sha and side.get("size") == size:
         trust = "tofu"
+    elif side.get("trust") == "tofu":
+        return None, (f"sha256 {sha[:16]}... / {size} bytes, recorded on first use "
+                      f"{str(side.get('sha256'))[:16]}... / {side.get('size')} bytes")
     else:
-        return None
-    return Fetched(spec.name, str(path), side.get("source", ""), "cached", size, md5, sha, trust)
+        return None, "env/matrix.yml pins no sha256 for it and no trust-on-first-use record was kept"
+    return Fetched(spec.name, str(path), side.get("source", ""), "cached", size, md5, sha, trust), ""
+
+
+def weights_check(home: Path, matrix: Matrix) -> Check:
+    """Each model's cached file (<home>/cache/weights/<model>.pkl) by the rule the weights step and
+    predict use (``weights.cached``): the matrix's sha256, or the hash recorded on first use."""
+    bad, good = [], []
+    for name in matrix.models:
+        spec = ModelSpec.from_matrix(matrix, name)
+        path = final_path(home, name)
+        if not path.is_file():
+            continue
+        hit, why = cached_why(home, spec)
+        if hit is None:
+            bad.append(f"{name}: {path}: {why}")
+        else:
+            how = "sha256 pinned in env/matrix.yml" if hit.trust == "pinned" else "the hash recorded on first use"
+            good.append(f"{name}: {path} (matches {how})")
+    if bad:
+        return Check("weights", "fail", f"{len(bad)} cached weights files do not verify",
+                     "the file was corrupted or replaced after `invoke weights` checked it",
+                     "remove it and run invoke weights", tuple(bad + good))
+    if not good:
+        return Check("weights", "skip", f"no weights cached in {cache_dir(home)}", "nothing to checksum",
+                     "invoke weights")
+    return Check("weights", "ok", f"{len(good)} cached weights files verify", details=tuple(good))
 
 
 def _install(part: Path, spec: ModelSpec, home: str | Path, source: str, action: str,
@@ -225,24 +261,26 @@ def import_file(home: str | Path, spec: ModelSpec, source: Path, progress: Progr
     cache_dir(home).mkdir(parents=True, exist_ok=True)
     tmp = _beside(final_path(home, spec.name), ".import")
     total = source.stat().st_size
-    try:
-        with open(source, "rb") as src, open(tmp, "wb") as dst:
-            done = 0
-            for block in iter(lambda: src.read(CHUNK), b""):
-                dst.write(block)
-                done += len(block)
-                progress(done, total)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)  # our own partial copy; the source is still there
-        if exc.errno == errno.ENOSPC:
-            raise _disk_full(exc, tmp, keep=False) from None
-        raise
 
     def drop_copy(part: Path) -> str:
         part.unlink()
         return f"{source} was left as it is (only dpdeploy's copy was removed)"
 
-    return _install(tmp, spec, home, str(source), "imported", drop_copy)
+    try:
+        try:
+            with open(source, "rb") as src, open(tmp, "wb") as dst:
+                done = 0
+                for block in iter(lambda: src.read(CHUNK), b""):
+                    dst.write(block)
+                    done += len(block)
+                    progress(done, total)
+        except OSError as exc:
+            if exc.errno == errno.ENOSPC:
+                raise _disk_full(exc, tmp, keep=False) from None
+            raise
+        return _install(tmp, spec, home, str(source), "imported", drop_copy)
+    finally:
+        tmp.unlink(missing_ok=True)  # our own partial copy on any exit (installed: already renamed away)
 
 
 # --- download -------------------------------------------------------------------------------
@@ -275,7 +313,7 @@ def download(home: str | Path, spec: ModelSpec, url: str = "", timeout: float = 
              progress: Progress = lambda n, t: None) -> Fetched:
     """Download ``url`` (default the zoo URL) into the cache, resuming a ``.part`` file."""
     url = url or spec.url
-    if urlparse(url).scheme not in {"http", "https"}:
+    if _scheme(url) not in {"http", "https"}:
         raise WeightsError("source", f"{url} is not an http(s) URL", "only http and https downloads are supported",
                            "pass an http(s) URL or a local file to --from")
     final = final_path(home, spec.name)
@@ -341,6 +379,17 @@ def _fetch_once(url: str, part: Path, timeout: float, spec: ModelSpec, progress:
 
 # --- one entry point ------------------------------------------------------------------------
 
+def _scheme(source: str) -> str:
+    """The URL scheme of ``source`` ("" for a path); a URL that does not parse is refused."""
+    try:
+        parsed = urlparse(source)
+        parsed.port  # noqa: B018  (a bad port or bracketed host raises only here)
+    except ValueError as exc:
+        raise WeightsError("source", f"--from {source}: not a valid URL ({exc})",
+                           "the host or port cannot be read", "pass an http(s) URL or a local file to --from") from None
+    return parsed.scheme
+
+
 def resolve_source(spec: ModelSpec, source: str) -> tuple[str, str]:
     """``source`` ("" = the zoo) -> ("url", URL) or ("file", PATH).
 
@@ -350,7 +399,7 @@ def resolve_source(spec: ModelSpec, source: str) -> tuple[str, str]:
     """
     if not source:
         return "url", spec.url
-    if urlparse(source).scheme in {"http", "https"}:
+    if _scheme(source) in {"http", "https"}:
         if source.endswith(".pkl"):
             return "url", source
         return "url", source.rstrip("/") + spec.url.split("/densepose", 1)[1]

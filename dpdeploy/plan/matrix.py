@@ -9,6 +9,7 @@ from typing import Any, Mapping, Optional
 import yaml
 
 from dpdeploy import paths
+from dpdeploy.fsutil import read_user_text
 
 DEFAULT_PATH = paths.MATRIX
 VERSION = re.compile(r"^\d+(\.\d+)*$")
@@ -97,6 +98,7 @@ class Matrix:
     zoo_url: str
     samples: Mapping[str, Mapping[str, Any]]
     runtime: Mapping[str, str] = field(default_factory=dict)          # pip name -> exact version
+    d2_tree: str = ""     # build/source.py tree_hash of the pinned commit's tree ("" = not pinned)
     build_tools: Mapping[str, str] = field(default_factory=dict)
     cuda_toolchain: Mapping[str, Mapping[str, str]] = field(default_factory=dict)  # CUDA -> pins
     build_only: tuple[str, ...] = ()   # pins only compiling uses (the runtime image drops them)
@@ -217,6 +219,9 @@ def parse(data: Any, path: str = "<matrix>") -> Matrix:
     commit = r.get(d2, "commit", "detectron2", str)
     if not re.fullmatch(r"[0-9a-f]{40}", commit):
         raise r.fail("detectron2.commit", "must be a full 40-hex commit id")
+    d2_tree = r.get(d2, "tree_sha256", "detectron2", str, optional=True) or ""
+    if d2_tree and not re.fullmatch(r"[0-9a-f]{64}", d2_tree):
+        raise r.fail("detectron2.tree_sha256", "must be a 64-hex sha256 (build/source.py tree_hash)")
     build = r.get(data, "build", "", dict)
     mem_per_job = r.get(build, "mem_per_job_mib", "build", int)
     mem_reserve = r.get(build, "mem_reserve_mib", "build", int)
@@ -310,16 +315,14 @@ def parse(data: Any, path: str = "<matrix>") -> Matrix:
         mem_reserve_mib=mem_reserve,
         d2_repo=r.get(d2, "repo", "detectron2", str),
         d2_commit=commit,
+        d2_tree=d2_tree,
         densepose_subdir=r.get(d2, "densepose_subdir", "detectron2", str),
     )
 
 
 def read_yaml(path: str | Path, error: type[Exception], what: str) -> Any:
     """A YAML file's data; a missing or malformed file raises ``error`` naming it."""
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise error(f"{what} file not found: {path}") from None
+    text = read_user_text(path, error, what)
     try:
         return yaml.safe_load(text)
     except yaml.YAMLError as exc:

@@ -86,34 +86,68 @@ def check_config(config: Any, origin: str = "invoke.yaml") -> Mapping[str, Any]:
         return {}
     if not isinstance(config, Mapping):
         raise SettingsError(f"{origin}: dpdeploy: must be a mapping of settings (e.g. `dpdeploy: {{profile: cpu}}`), "
-                            f"got {type(config).__name__} {config!r}")
+                            f"got {type(config).__name__} {config!r}; next: fix or remove it")
     for key in config:
         if key not in DEFAULTS:
             raise SettingsError(f"{origin}: unknown setting dpdeploy.{key}{_did_you_mean(str(key), list(DEFAULTS))}; "
                                 f"next: remove it (settings: {', '.join(DEFAULTS)})")
+        if config[key] is not None:
+            _coerce(key, config[key], origin)
     return config
 
 
-def check_project_file(folder: str | os.PathLike) -> None:
-    """Validate ``invoke.yaml`` / ``invoke.yml`` in ``folder`` before invoke merges it (invoke
-    itself would stop with a traceback on a YAML error or a non-mapping ``dpdeploy:``)."""
+def check_config_file(path: str | os.PathLike, missing_ok: bool = True) -> None:
+    """Validate an invoke config file (YAML, or JSON by its suffix) before invoke merges it: invoke
+    itself would stop with a traceback on a YAML error, a non-mapping ``dpdeploy:`` or a mapping
+    given for a setting. A ``.py`` config file is not checked."""
+    import json
+
     import yaml
 
-    for path in (Path(folder) / "invoke.yaml", Path(folder) / "invoke.yml"):
-        if not path.is_file():
-            continue
+    from dpdeploy.fsutil import read_user_text
+
+    path = Path(path)
+    if path.suffix == ".py" or (missing_ok and not path.exists()):
+        return
+    text = read_user_text(path, SettingsError, "invoke config")
+    if path.suffix == ".json":
         try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8"))
+            data = json.loads(text)
+        except ValueError as exc:
+            raise SettingsError(f"{path}: not valid JSON: {exc}; next: fix or remove it") from None
+    else:
+        try:
+            data = yaml.safe_load(text)
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
             where = f" at line {mark.line + 1}" if mark else ""
             problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
             raise SettingsError(f"{path}: not valid YAML{where}: {problem}; next: fix or remove it") from None
-        if data is None:
-            continue
-        if not isinstance(data, Mapping):
-            raise SettingsError(f"{path}: must be a YAML mapping, got {type(data).__name__}; next: fix or remove it")
-        check_config(data.get("dpdeploy"), str(path))
+    if data is None:
+        return
+    if not isinstance(data, Mapping):
+        raise SettingsError(f"{path}: must be a YAML mapping, got {type(data).__name__}; next: fix or remove it")
+    check_config(data.get("dpdeploy"), str(path))
+
+
+CONFIG_SUFFIXES = ("yaml", "yml", "json")
+
+
+def check_config_files(project: str | os.PathLike, runtime: str | os.PathLike | None = None,
+                       user: str | os.PathLike = "~/.invoke", system: str | os.PathLike = "/etc/invoke") -> None:
+    """Every config file invoke reads for a run: the system and user files, the project's beside
+    tasks.py and the runtime file (``invoke -f FILE`` / INVOKE_RUNTIME_CONFIG), which must exist."""
+    for base in (system, user, Path(project) / "invoke"):
+        for suffix in CONFIG_SUFFIXES:
+            check_config_file(Path(f"{Path(base).expanduser()}.{suffix}"))
+    if runtime:
+        check_config_file(Path(runtime).expanduser(), missing_ok=False)
+
+
+def check_project_file(folder: str | os.PathLike) -> None:
+    """Validate ``invoke.yaml`` / ``invoke.yml`` / ``invoke.json`` in ``folder``."""
+    for suffix in CONFIG_SUFFIXES:
+        check_config_file(Path(folder) / f"invoke.{suffix}")
 
 
 @dataclass(frozen=True)
@@ -133,26 +167,40 @@ class Settings:
 
 
 def _coerce(name: str, value: Any, origin: str) -> Any:
+    """``value`` as the type of the setting's default; a value of another kind (a list or mapping,
+    a number for a true/false setting, a fraction or true/false for a number) is refused."""
     default = DEFAULTS[name]
     if isinstance(default, bool):
+        if isinstance(value, bool):
+            return value
         if isinstance(value, str):
             low = value.strip().lower()
             if low in {"1", "true", "yes", "on"}:
                 return True
             if low in {"0", "false", "no", "off", ""}:
                 return False
-            raise SettingsError(f"{name} from {origin}: expected true/false, got {value!r}")
-        return bool(value)
+        raise SettingsError(f"{name} from {origin}: expected true/false, got {value!r}; next: set it to true or false")
     if isinstance(default, int):
-        try:
-            number = int(value)
-        except (TypeError, ValueError):
-            raise SettingsError(f"{name} from {origin}: expected an integer, got {value!r}") from None
+        if isinstance(value, int) and not isinstance(value, bool):
+            number = value
+        else:
+            try:
+                number = int(value.strip()) if isinstance(value, str) else None
+            except ValueError:
+                number = None
+            if number is None:
+                raise SettingsError(f"{name} from {origin}: expected a whole number, got {value!r}; "
+                                    "next: give an integer") from None
         check, what = BOUNDS.get(name, (lambda v: True, ""))
         if not check(number):
             raise SettingsError(f"{name} from {origin}: must be {what}, got {number}")
         return number
-    return "" if value is None else str(value)
+    if value is None:
+        return ""
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        raise SettingsError(f"{name} from {origin}: expected a string, got {type(value).__name__} {value!r}; "
+                            "next: give one value (quote it in YAML)")
+    return str(value)
 
 
 def resolve(

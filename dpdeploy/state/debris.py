@@ -15,6 +15,8 @@ DEBRIS = (
     ("cache/weights", ".synthetic-*", "a synthetic checkpoint being made (inenv/synthetic.py)"),
     ("cache/docker", "context-*", "an image build context being staged (cli/docker.py)"),
     ("cache/weights", ".*.tmp", "a half-written file (fsutil.atomic_write_*)"),
+    ("cache/weights", "*.import", "a hand-copied checkpoint being imported (inference/weights.py)"),
+    ("bundles", ".????????????????-*", "an offline bundle being unpacked (bundle/unpack.py)"),
     (".", ".*.tmp", "a half-written file (fsutil.atomic_write_*)"),
 )
 

@@ -103,7 +103,7 @@ def _build(ctx: StepContext, prefix: Path, python: str, command: str, log: Path)
                            f"next: run `invoke env` for {plan.profile} or pass --profile {made.profile}")
     home = Path(plan.home)
     src = source_mod.acquire(settings.source, plan.detectron2_repo, plan.detectron2_commit, home / "cache" / "src",
-                             settings.allow_unpinned)
+                             settings.allow_unpinned, pin_tree=ctx.matrix.d2_tree)
     detail: dict[str, Any] = {"source": src.to_dict(), "log": str(log), "unpinned": not src.pinned}
     if not src.pinned:
         echo(f"WARNING: building UNPINNED detectron2 ({src.commit or 'unknown commit'}, {src.how}); "
