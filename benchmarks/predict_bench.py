@@ -6,7 +6,8 @@ unless --weights), same config, visualizers, score threshold and detection cap. 
 folder in one process per mode (images/s, model loaded once), one image per process (the
 latency a user sees per call), the peak memory (max RSS of the process tree) and CPU seconds of
 each, and each mode's agreement with fp32 batch 1 on the same images (box IoU, share of
-pixels with the same body-part label, mean U/V difference where the labels agree).
+pixels with the same body-part label, mean U/V difference where the labels agree), against the
+worker running DensePose's model exactly as DefaultPredictor builds it (fp32, batch 1, `--exact`).
 
     DPDEPLOY_TEST_D2_SOURCE=/path/to/detectron2 .venv/bin/python benchmarks/predict_bench.py \\
         --prefix <env prefix> [--copies 4] [--weights FILE] [--modes fp32:1,fp32:2,bf16:2]
@@ -100,7 +101,8 @@ def main() -> None:
     p.add_argument("--copies", type=int, default=4, help="copies of each sample photo in the folder run")
     p.add_argument("--device", default="cpu")
     p.add_argument("--modes", default="fp32:1,fp32:0,bf16:0",
-                   help="precision:batch per folder run (batch 0: the default); the first is the reference")
+                   help="precision:batch per folder run (batch 0: the default); each is compared with the worker "
+                        "running DensePose's model exactly as DefaultPredictor builds it, fp32, batch 1")
     args = p.parse_args()
     if not args.source:
         sys.exit("needs the detectron2 source for apply_net.py: set DPDEPLOY_TEST_D2_SOURCE or pass --source")
@@ -130,10 +132,20 @@ def main() -> None:
         return [python, "apply_net.py", "show", str(config), weights, inputs, VIS, "--output", str(out / "o.png"),
                 "--opts", "MODEL.DEVICE", args.device, "TEST.DETECTIONS_PER_IMAGE", str(CAP)]
 
+    def exact(out: Path) -> list[str]:
+        """The worker on DensePose's model as DefaultPredictor builds it (no folding, no channels-last),
+        fp32, batch 1: the reference every mode's numbers are compared with."""
+        files = sorted(str(f) for f in folder.iterdir())
+        req = predict.Request(inputs=files, out=str(out), model=MODEL, python=python, weights=weights,
+                              vis=VIS.split(","), device=args.device, config=str(config), max_detections=CAP,
+                              batch_size=1)
+        return predict.worker_command(req) + ["--exact"]
+
     load = os.getloadavg()
     rows = [("apply_net.py show", *timed(theirs(str(folder), work / "out" / "apply_net"), env, str(densepose)))]
     modes = [(m.split(":")[0], int(m.split(":")[1])) for m in args.modes.split(",")]
-    outs = {}
+    outs = {"worker fp32 batch 1 --exact (DefaultPredictor's model)": work / "out" / "exact"}
+    rows.append((next(iter(outs)), *timed(exact(outs[next(iter(outs))]), env, str(ROOT))))
     for precision, batch in modes:
         label = f"predict {precision} batch {batch or 'default'}"
         outs[label] = work / "out" / label.replace(" ", "-")
