@@ -139,7 +139,8 @@ def main() -> None:
         req = predict.Request(inputs=files, out=str(out), model=MODEL, python=python, weights=weights,
                               vis=VIS.split(","), device=args.device, config=str(config), max_detections=CAP,
                               batch_size=1)
-        return predict.worker_command(req) + ["--exact"]
+        cmd = predict.worker_command(req)
+        return cmd[:cmd.index("--")] + ["--exact"] + cmd[cmd.index("--"):]
 
     load = os.getloadavg()
     rows = [("apply_net.py show", *timed(theirs(str(folder), work / "out" / "apply_net"), env, str(densepose)))]

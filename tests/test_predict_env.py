@@ -22,9 +22,8 @@ VIS = ["dp_contour", "dp_segm", "dp_u", "dp_v", "bbox"]
 
 def env_request(d2_env, tmp_path, inputs, **changes) -> predict.Request:
     return predict.Request(inputs=inputs, out=str(tmp_path / "out"), model="densepose_rcnn_R_50_FPN_s1x",
-                           python=str(d2_env / "bin" / "python"), weights="synthetic",
-                           config_dirs=[str(d2_env / ENV_CONFIGS)], synthetic_cache=str(tmp_path / "synthetic.pth"),
-                           **changes)
+                           python=str(d2_env / "bin" / "python"), config_dirs=[str(d2_env / ENV_CONFIGS)],
+                           synthetic_cache=str(tmp_path / "synthetic.pth"), **{"weights": "synthetic", **changes})
 
 
 @pytest.mark.parametrize("precision,batch", [("fp32", 0), ("bf16", 3)], ids=["fp32-default-batch", "bf16-batch3"])
@@ -144,6 +143,33 @@ def test_synthetic_module_cli_writes_a_checkpoint(d2_env, tmp_path):
                           timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert out.stat().st_size > 10_000_000 and not list(tmp_path.glob(".synthetic-*"))
+
+
+def test_a_checkpoint_that_does_not_fit_the_model_is_refused_before_loading(d2_env, tmp_path):
+    """detectron2's checkpointer skips a tensor it cannot load (a warning) and runs a partly random
+    model; the worker refuses first: a .pkl that only looks like DensePose (the prefixes), and the
+    synthetic checkpoint with one tensor of another shape."""
+    import pickle
+
+    photo = str(samples.resolve(matrix_mod.load().samples, str(d2_env))[0].path)
+    looks = tmp_path / "looks_like_densepose.pkl"
+    looks.write_bytes(pickle.dumps({"model": {p + "w": np.zeros(3, np.float32) for p in
+                                              ("backbone.", "roi_heads.densepose_head.", "roi_heads.densepose_predictor.")}}))
+    config = d2_env / ENV_CONFIGS / "densepose_rcnn_R_50_FPN_s1x.yaml"
+    python = str(d2_env / "bin" / "python")
+    reshaped = tmp_path / "reshaped.pth"
+    subprocess.run([python, "-m", "dpdeploy.inenv.synthetic", "--config", str(config), "--out", str(reshaped)],
+                   env=predict.worker_env(), check=True, capture_output=True, timeout=600)
+    subprocess.run([python, "-c", "import sys, torch; d = torch.load(sys.argv[1], weights_only=True); "
+                    "d['model']['roi_heads.box_predictor.cls_score.weight'] = torch.zeros(7, 1024); torch.save(d, sys.argv[1])",
+                    str(reshaped)], check=True, timeout=300)
+    for weights, why in ((looks, "parameters missing (backbone.bottom_up"),
+                         (reshaped, "roi_heads.box_predictor.cls_score.weight (7, 1024) where the model has (2, 1024)")):
+        req = env_request(d2_env, tmp_path / weights.stem, [photo], weights=str(weights), max_detections=3)
+        summary = predict.run(req, predict.start_summary(req), tmp_path / f"{weights.stem}.log")
+        assert summary.worker_exit == 3, predict.log_tail(tmp_path / f"{weights.stem}.log")
+        [entry] = summary.images
+        assert entry["status"] == "error" and "does not fit the model" in entry["error"] and why in entry["error"], entry
 
 
 def _env_gpus(d2_env: Path) -> int:

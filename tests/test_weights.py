@@ -426,7 +426,15 @@ def test_predict_worker_checks_a_pkl_before_detectron2_unpickles_it(tmp_path):
     assert not marker.exists()
     good = tmp_path / "good.pkl"
     good.write_bytes(synthetic_checkpoint(big=10))
-    assert checked_weights(good) == good
+    assert checked_weights(good) == checkpoint.check_file(good)
+
+
+def test_mismatches_names_missing_and_reshaped_tensors_and_allows_extras():
+    model = {"backbone.a": (64, 3, 7, 7), "backbone.b": (64,), "roi_heads.c": (2, 512)}
+    assert checkpoint.mismatches(model, {**model, "extra.d": (1,)}) == ""
+    why = checkpoint.mismatches(model, {"backbone.a": (64, 3, 7, 7), "roi_heads.c": (25, 512)})
+    assert why == ("1 of 3 parameters missing (backbone.b); "
+                   "1 of another shape (roi_heads.c (25, 512) where the model has (2, 512))")
 
 
 def test_cli_refuses_unpinned_weights_and_trusts_on_first_use_only_when_asked(tmp_path):

@@ -93,3 +93,20 @@ def check_file(path: str | Path) -> dict[str, tuple[int, ...]]:
         return check(load(path))
     except CheckpointError as exc:
         raise CheckpointError(f"{path}: {exc}") from None
+
+
+def mismatches(expected: dict[str, tuple[int, ...]], found: dict[str, tuple[int, ...]], shown: int = 4) -> str:
+    """What keeps checkpoint tensors ``found`` (name -> shape) from fitting a model's parameters
+    ``expected``: missing names and other shapes ("" when it fits; extra names are allowed, as
+    detectron2's checkpointer allows them)."""
+    missing = sorted(n for n in expected if n not in found)
+    wrong = sorted(f"{n} {tuple(found[n])} where the model has {tuple(shape)}"
+                   for n, shape in expected.items() if n in found and tuple(found[n]) != tuple(shape))
+    parts = []
+    if missing:
+        parts.append(f"{len(missing)} of {len(expected)} parameters missing ({', '.join(missing[:shown])}"
+                     + (", ..." if len(missing) > shown else "") + ")")
+    if wrong:
+        parts.append(f"{len(wrong)} of another shape ({'; '.join(wrong[:shown])}" + ("; ..." if len(wrong) > shown else "")
+                     + ")")
+    return "; ".join(parts)

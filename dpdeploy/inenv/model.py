@@ -44,17 +44,34 @@ def find_config(model: str, config_file: str, dirs: Sequence[str], densepose_dir
                       f"detectron2's projects/DensePose/configs")
 
 
-def checked_weights(weights: Path) -> Path:
-    """``weights`` if it exists and, for a .pkl (which detectron2's checkpointer unpickles with
-    plain pickle), loads with the restricted unpickler as a DensePose checkpoint."""
+def checked_weights(weights: Path) -> dict[str, tuple[int, ...]]:
+    """The tensor shapes of ``weights`` (name -> shape), read without running code: a .pkl (which
+    detectron2's checkpointer unpickles with plain pickle) with the restricted unpickler, anything
+    else with ``torch.load(weights_only=True)``."""
     if not weights.is_file():
         raise WorkerError(f"weights {weights} not found")
-    if weights.name.endswith(".pkl"):
+    try:
+        if weights.name.endswith(".pkl"):
+            return checkpoint.check_file(weights)
+        import torch
+
         try:
-            checkpoint.check_file(weights)
-        except checkpoint.CheckpointError as exc:
-            raise WorkerError(f"weights refused before loading: {exc}") from None
-    return weights
+            data = torch.load(weights, map_location="cpu", weights_only=True)
+        except Exception as exc:   # weights_only refuses what would run code; a damaged file fails too
+            raise checkpoint.CheckpointError(f"{weights}: not a torch checkpoint of tensors ({type(exc).__name__})") from None
+        if isinstance(data, dict) and isinstance(data.get("model"), dict):
+            return {n: tuple(v.shape) for n, v in data["model"].items() if hasattr(v, "shape")}
+        raise checkpoint.CheckpointError(f"{weights}: not a detectron2 checkpoint (a dict whose 'model' is a dict)")
+    except checkpoint.CheckpointError as exc:
+        raise WorkerError(f"weights refused before loading: {exc}") from None
+
+
+def fitted(net, weights: Path, shapes: dict[str, tuple[int, ...]]) -> None:
+    """Refuse a checkpoint whose tensors do not fit the model built from the config (detectron2's
+    checkpointer would skip them with a warning and run a partly random model)."""
+    problems = checkpoint.mismatches({n: tuple(p.shape) for n, p in net.named_parameters()}, shapes)
+    if problems:
+        raise WorkerError(f"weights refused before loading: {weights} does not fit the model: {problems}")
 
 
 def check_precision(torch: Any, device: str, precision: str) -> None:
@@ -82,7 +99,9 @@ class Model:
     def __init__(self, args: argparse.Namespace):
         import torch
         import densepose
-        from detectron2.engine.defaults import DefaultPredictor
+        import detectron2.data.transforms as T
+        from detectron2.checkpoint import DetectionCheckpointer
+        from detectron2.modeling import build_model
         from densepose.vis.bounding_box import ScoredBoundingBoxVisualizer
         from densepose.vis.densepose_results import (
             DensePoseResultsContourVisualizer,
@@ -107,13 +126,19 @@ class Model:
             weights, built = synthetic.ensure(cfg, args.synthetic_cache)
             self.notes.append(("built" if built else "reused")
                               + f" synthetic checkpoint {weights} (recipe {synthetic.RECIPE})")
+            shapes = None
         else:
-            weights = checked_weights(Path(args.weights))
+            weights = Path(args.weights)
+            shapes = checked_weights(weights)
         cfg.MODEL.WEIGHTS = str(weights)
         cfg.freeze()
         self.weights = weights
-        predictor = DefaultPredictor(cfg)
-        self.net, self.aug, self.bgr = predictor.model, predictor.aug, cfg.INPUT.FORMAT == "BGR"
+        self.net = build_model(cfg).eval()   # what DefaultPredictor does, with the fit checked before loading
+        if shapes is not None:
+            fitted(self.net, weights, shapes)
+        DetectionCheckpointer(self.net).load(cfg.MODEL.WEIGHTS)
+        self.aug = T.ResizeShortestEdge([cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MIN_SIZE_TEST], cfg.INPUT.MAX_SIZE_TEST)
+        self.bgr = cfg.INPUT.FORMAT == "BGR"
         if not getattr(args, "exact", False):
             fold_frozen_batchnorm(torch, self.net)   # one op instead of two per ResNet conv
             if not args.device.startswith("cuda"):   # oneDNN's convolutions: ~1.3x fewer CPU seconds, same boxes
