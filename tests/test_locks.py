@@ -11,7 +11,7 @@ from dpdeploy.runner import Completed
 
 from .conftest import ROOT
 
-PYPI_PROFILES = ("cu130", "cpu", "cpu-ray")
+PYPI_PROFILES = ("cu130", "cpu", "cpu-ray", "cu130-ray")
 HOST_PROFILE = "host"   # the runtime and build pins over a host's own torch (pip only)
 UNREACHABLE = lambda url: f"{url} is unreachable (test)"  # noqa: E731
 REACHABLE = lambda url: None  # noqa: E731
@@ -129,8 +129,10 @@ def test_lock_all_skips_unreachable_indexes(matrix, tmp_path):
     runner = lambda argv, **kw: ran.append(argv[-1]) or Completed(tuple(argv), 0, "x==1 \\\n", "")  # noqa: E731
     results = lockall.lock_pip(matrix, "", "3.11", runner=runner, reach=UNREACHABLE, root=tmp_path)
     assert {r.profile: r.status for r in results} == {"cu130": "locked", "cu126": "skipped", "cpu": "locked",
-                                                     "cpu-slim": "skipped", "cpu-ray": "locked", "host": "locked"}
-    assert ran == ["env/locks/cu130.in", "env/locks/cpu.in", "env/locks/cpu-ray.in", "env/locks/host.in"]
+                                                     "cpu-slim": "skipped", "cpu-ray": "locked", "cu130-ray": "locked",
+                                                     "host": "locked"}
+    assert ran == ["env/locks/cu130.in", "env/locks/cpu.in", "env/locks/cpu-ray.in", "env/locks/cu130-ray.in",
+                   "env/locks/host.in"]
     assert (tmp_path / "env/environment-cu126.yml").exists() and (tmp_path / "env/virtual-packages.yml").exists()
 
 
@@ -182,14 +184,23 @@ def test_reachable_reports_a_refused_connection():
 
 
 def test_ray_is_only_in_the_profiles_that_ask_for_it(matrix):
-    """Ray comes through the matrix's `extras.ray` group into cpu-ray's lock; plain cpu stays lean."""
-    ray_in = locks.render_input(matrix, matrix.profile("cpu-ray"))
-    assert "ray[data,serve]==2.58.0" in ray_in.splitlines()
-    assert not any(line.startswith("ray") for line in locks.render_input(matrix, matrix.profile("cpu")).splitlines())
-    lock = locks.load(matrix.profile("cpu-ray"))
-    assert locks.drift(matrix, matrix.profile("cpu-ray"), lock) == []
-    assert {p.version for p in lock.pins["ray"]} == {"2.58.0"} and "pyarrow" in lock.pins and "fastapi" in lock.pins
-    assert "ray" not in locks.load(matrix.profile("cpu")).pins
+    """Ray comes through the matrix's `extras.ray` group into cpu-ray's and cu130-ray's locks; plain cpu
+    and cu130 stay lean, and the plan never picks a Ray profile by itself."""
+    for name, lean in (("cpu-ray", "cpu"), ("cu130-ray", "cu130")):
+        ray_in = locks.render_input(matrix, matrix.profile(name))
+        assert "ray[data,serve]==2.58.0" in ray_in.splitlines()
+        assert not any(line.startswith("ray") for line in locks.render_input(matrix, matrix.profile(lean)).splitlines())
+        assert sorted(set(ray_in.splitlines()[2:]) - set(locks.render_input(matrix, matrix.profile(lean)).splitlines())) \
+            == ["ray[data,serve]==2.58.0"], f"{name} is {lean} plus Ray, nothing else"
+        lock = locks.load(matrix.profile(name))
+        assert locks.drift(matrix, matrix.profile(name), lock) == []
+        assert {p.version for p in lock.pins["ray"]} == {"2.58.0"} and "pyarrow" in lock.pins and "fastapi" in lock.pins
+        assert "ray" not in locks.load(matrix.profile(lean)).pins
+    gpu = matrix.profile("cu130-ray")
+    assert (gpu.cuda, gpu.arch_list, gpu.min_driver) == (matrix.profile("cu130").cuda, matrix.profile("cu130").arch_list,
+                                                         matrix.profile("cu130").min_driver)
+    assert {p.version for p in locks.load(gpu).pins["nvidia-cuda-nvcc"]} == {"13.0.88"}
+    assert not {"cpu-ray", "cu130-ray"} & {*matrix.auto_gpu, matrix.auto_no_gpu}
 
 
 def test_unknown_extras_group_is_refused(matrix):

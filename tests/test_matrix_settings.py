@@ -11,7 +11,7 @@ from dpdeploy.host.facts import Facts, FactsError
 from dpdeploy.plan.matrix import MatrixError
 from dpdeploy.plan.settings import NOT_SETTINGS, SettingsError, check_config_files, check_project_file, resolve
 
-from .conftest import FIXTURES
+from .conftest import FIXTURES, ROOT
 
 
 def test_real_matrix_loads(matrix):
@@ -121,6 +121,17 @@ def test_non_setting_dpdeploy_variables_are_allowed():
     s = resolve({}, env={**dict.fromkeys(NOT_SETTINGS, "x"), "DPDEPLOY_HOME": "/h", "PATH": "/bin"})
     assert s.home == "/h"
     assert {"DPDEPLOY_TEST_D2_SOURCE", "DPDEPLOY_TEST_D2_ENV", "DPDEPLOY_PLAN_JSON", "DPDEPLOY_WEIGHTS"} <= NOT_SETTINGS
+
+
+def test_every_test_variable_is_allowed():
+    """An invoke command run with a test's DPDEPLOY_TEST_* variable set (tests/test_ray_engines.py passes
+    its whole environment to invoke) must not be refused as an unknown setting."""
+    import re
+
+    from dpdeploy.inenv.ray_batch import KILL_ONCE_ENV
+
+    used = {m for path in (ROOT / "tests").glob("*.py") for m in re.findall(r"DPDEPLOY_TEST_[A-Z0-9_]+", path.read_text())}
+    assert "DPDEPLOY_TEST_RAY_ENV" in used and used | {KILL_ONCE_ENV} <= NOT_SETTINGS, used - NOT_SETTINGS
 
 
 @pytest.mark.parametrize("name, value, why", [

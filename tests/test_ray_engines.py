@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+from fractions import Fraction
 
 import pytest
 
@@ -143,3 +144,94 @@ def test_cli_refuses_ray_on_an_env_without_it(tmp_path, no_ray_env):
 def test_cli_refuses_serving_beyond_loopback_without_a_token(tmp_path, no_ray_env):
     _refused(["serve", "--host", "0.0.0.0", "--prefix", no_ray_env, "--device", "cpu"], tmp_path / "home",
              "needs a token")
+
+
+# --- videos through Ray: the driver's reassembly (no Ray, no av) ------------------------------------
+
+def test_in_order_hands_frames_on_in_frame_order_whatever_order_they_come_in():
+    order = ray_batch.InOrder(every=3)
+    assert order.add(6, "f6") == [] and order.add(3, "f3") == []
+    assert order.add(0, "f0") == [(0, "f0"), (3, "f3"), (6, "f6")]
+    assert order.add(3, "again") == [] and order.add(4, "not kept") == [], "a retried batch's repeat, a stray"
+    assert not order.complete
+    order.close(11)   # the decoder read frames 0..10: 9 is the last kept one
+    assert not order.complete and order.missing() == [9]
+    assert order.add(12, "beyond the end") == []
+    assert order.add(9, "f9") == [(9, "f9")] and order.complete
+    empty = ray_batch.InOrder(every=1)
+    empty.close(0)   # a video that could not be opened: done at once, no frame
+    assert empty.complete and empty.missing() == []
+
+
+def test_in_order_after_a_lost_frame_gives_the_rest_in_order():
+    order = ray_batch.InOrder(every=1)
+    order.add(2, "f2"), order.add(1, "f1")
+    assert order.missing() == [0] and order.rest() == [(1, "f1"), (2, "f2")]
+
+
+def test_video_complete_means_every_frame_and_the_overlay_without_an_error(tmp_path):
+    assert ray_batch.video_complete(tmp_path) is None
+    summary = {"format": "video", "frames": [{"frame": 0, "instances": 1}], "errors": [], "overlay": "overlay.mp4"}
+    (tmp_path / "result.json").write_text(json.dumps(summary))
+    assert ray_batch.video_complete(tmp_path) is None, "no overlay.mp4 on disk"
+    (tmp_path / "overlay.mp4").write_bytes(b"x")
+    assert ray_batch.video_complete(tmp_path)["frames"] == summary["frames"]
+    for broken in ({"errors": ["truncated"]}, {"frames": []}, {"overlay": None}, {"format": "png"}):
+        (tmp_path / "result.json").write_text(json.dumps({**summary, **broken}))
+        assert ray_batch.video_complete(tmp_path) is None, broken
+    assert ray_batch.complete(tmp_path) is None, "a video's result.json is not an image's"
+
+
+class FakeOverlay:
+    """video.OverlayWriter without PyAV: records what it is given."""
+    made: list = []
+
+    def __init__(self, path, fps):
+        self.path, self.fps, self.frames = path, fps, []
+        FakeOverlay.made.append(self)
+
+    def add(self, rgb):
+        self.frames.append(int(rgb[0, 0, 0]))
+
+    def close(self):
+        return bool(self.frames)
+
+
+def frame_record(number, fps="8"):
+    import numpy as np
+
+    overlay = np.full((4, 6, 3), number, np.uint8)
+    result = {"frame": number, "time_s": float(number / Fraction(fps)), "instances": [{"score": 0.9}],
+              "stem": f"clip/frame_{number:06d}"}
+    return {"result": result, "shape": list(overlay.shape), "fps": fps}, overlay.tobytes()
+
+
+def test_videos_reassemble_out_of_order_frames_with_the_local_engines_writer(tmp_path, monkeypatch, capsys):
+    from dpdeploy.inenv import predict_worker, video
+
+    monkeypatch.setattr(video, "OverlayWriter", FakeOverlay)
+    FakeOverlay.made = []
+    args = predict_worker.parse_args(["--out", str(tmp_path), "--model", "m", "--weights", "w", "--every", "3",
+                                      "--", "/v/clip.mp4", "/v/cut.avi"])
+    videos = ray_batch.Videos(args)
+    videos.add(1, "/v/clip.mp4", "clip")
+    videos.add(2, "/v/cut.avi", "cut")
+    for number in (6, 0, 9):
+        videos.take("frame", 1, number, *frame_record(number))
+    videos.take("frame", 1, 3, {"error": "RuntimeError: boom"}, b"")
+    videos.take("end", 1, 12, {"fps": "8", "frames": 12, "read": 12, "error": ""}, b"")
+    assert videos.clips.keys() == {2}, "clip is done once its end row and every kept frame came"
+    videos.take("frame", 2, 0, *frame_record(0))
+    videos.take("end", 2, 5, {"fps": "8", "frames": 12, "read": 5, "error": "the video ends after 5 of the 12"}, b"")
+    videos.finish()   # cut.avi still waits for frame 3: it never comes
+    events = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [(e["stem"], e["status"]) for e in events] == [("clip", "error"), ("cut", "error")]
+    clip = json.loads((tmp_path / "clip" / "result.json").read_text())
+    assert [f["frame"] for f in clip["frames"]] == [0, 6, 9] and clip["every"] == 3 and clip["fps"] == 8.0
+    assert clip["errors"] == ["frame 3: RuntimeError: boom"] and events[0]["frames"] == 3
+    assert [(w.path.parent.name, w.fps, w.frames) for w in FakeOverlay.made] == [
+        ("clip", Fraction(8, 3), [0, 6, 9]), ("cut", Fraction(8, 3), [0])], "overlay frames in order, at the source fps / every"
+    cut = json.loads((tmp_path / "cut" / "result.json").read_text())
+    assert cut["errors"][0] == "the video ends after 5 of the 12"
+    assert "engine ray: 1 frame(s) never came back (frame 3 first)" in cut["errors"]
+    assert videos.failed == 2

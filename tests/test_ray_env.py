@@ -1,6 +1,7 @@
 """The Ray engines in a real DensePose env with Ray (profile cpu-ray): a real local Ray on 127.0.0.1
 with two CPU workers and the synthetic checkpoint. Batch (`invoke predict --engine ray`): a folder
-with bad files, a re-run that resumes, a worker killed mid-run. Online (`invoke serve`): good and
+with bad files, a re-run that resumes, a worker killed mid-run. Videos through Ray: frames in order, the
+overlay video, a truncated one, a re-run that skips the complete one. Online (`invoke serve`): good and
 bad images, multipart, a token, oversize bodies and overload.
 
 The env: DPDEPLOY_TEST_RAY_ENV=<prefix of a cpu-ray env>, else `invoke setup --profile cpu-ray
@@ -29,6 +30,7 @@ from dpdeploy.inference.inputs import collect
 from dpdeploy.plan import matrix as matrix_mod
 
 from . import bad_inputs
+from .test_predict_env import make_video, video_info
 
 pytestmark = [pytest.mark.slow, pytest.mark.detectron2]
 KEEP_OK = {"photo with spaces.jpg", "gray.png", "rgba.png"}   # a few good ones: each costs a forward pass
@@ -120,6 +122,64 @@ def test_a_worker_killed_mid_run_costs_a_retry_not_an_output(ray_env, synthetic,
         folder = Path(req.out) / f"copy{i}"
         assert json.loads((folder / "result.json").read_text())["instances"]
         assert not [p.name for p in folder.iterdir() if p.name.endswith(".tmp")], "no half-written file"
+
+
+def overlay_order(python: Path, overlay: Path, source: Path, every: int) -> list[int]:
+    """For each frame of the overlay video, the kept source frame (0, 1, ...) it looks most like: the
+    clip slides 8 px a frame, so frames out of order show as a shuffled list."""
+    script = f"""
+import av, json, numpy as np
+def gray(path, keep):
+    with av.open(path) as c:
+        return [f.to_ndarray(format="gray").astype(np.int16) for n, f in enumerate(c.decode(c.streams.video[0])) if keep(n)]
+src, out = gray({str(source)!r}, lambda n: n % {every} == 0), gray({str(overlay)!r}, lambda n: True)
+h, w = min(a.shape[0] for a in src + out), min(a.shape[1] for a in src + out)
+print(json.dumps([int(np.argmin([np.abs(o[:h, :w] - s[:h, :w]).mean() for s in src])) for o in out]))
+"""
+    done = subprocess.run([str(python), "-c", script], check=True, timeout=120, capture_output=True, text=True)
+    return json.loads(done.stdout)
+
+
+def test_videos_through_ray_give_the_local_engines_outputs_in_order_and_a_rerun_skips_them(ray_env, synthetic,
+                                                                                           tmp_path):
+    """A 2-second clip, every 3rd frame, through two actors: per-frame IUV data and result.json, the
+    overlay video at 8/3 fps with its frames in order; a truncated AVI: the frames that decoded and an
+    error for the rest. A re-run skips the complete clip and runs the truncated one again."""
+    python = ray_env / "bin" / "python"
+    photo = next(s.path for s in samples.resolve(matrix_mod.load().samples, str(ray_env)) if s.name == "grace_hopper")
+    clip, cut = tmp_path / "clip.mp4", tmp_path / "cut.avi"
+    make_video(python, Path(photo), clip, frames=16, fps=8)
+    make_video(python, Path(photo), cut, frames=12, fps=8)
+    cut.write_bytes(cut.read_bytes()[:len(cut.read_bytes()) * 6 // 10])
+    req = ray_request(ray_env, tmp_path, [str(clip), str(cut)], synthetic, every=3, max_detections=1)
+    log = tmp_path / "ray.log"
+    summary = predict.run(req, predict.start_summary(req), log)
+    entries = {Path(i["input"]).name: i for i in summary.images}
+    assert entries["clip.mp4"]["status"] == "ok" and entries["clip.mp4"]["frames"] == 6, (entries, predict.log_tail(log))
+    assert any("video(s) decoded by Ray tasks" in n for n in summary.notes), summary.notes
+    out = Path(req.out)
+    result = json.loads((out / "clip" / "result.json").read_text())
+    assert [f["frame"] for f in result["frames"]] == [0, 3, 6, 9, 12, 15] and result["errors"] == []
+    assert [f["time_s"] for f in result["frames"]] == [0.0, 0.375, 0.75, 1.125, 1.5, 1.875]
+    for f in result["frames"]:
+        frame = json.loads((out / f["stem"] / "result.json").read_text())
+        assert frame["frame"] == f["frame"] and frame["stem"] == f"clip/frame_{f['frame']:06d}"
+        assert np.load(out / f["stem"] / "iuv.npz")["boxes_xyxy"].shape == (len(frame["instances"]), 4)
+    fps, frames = video_info(python, out / "clip" / "overlay.mp4")
+    assert frames == 6 and abs(fps - 8 / 3) < 0.01, (fps, frames)
+    assert overlay_order(python, out / "clip" / "overlay.mp4", clip, 3) == [0, 1, 2, 3, 4, 5]
+    assert entries["cut.avi"]["status"] == "error" and entries["cut.avi"]["frames"] >= 1, entries["cut.avi"]
+    assert "of the 12 frames" in entries["cut.avi"]["error"] or "truncated" in entries["cut.avi"]["error"]
+    assert (out / "cut" / "overlay.mp4").is_file() and summary.worker_exit == 1
+
+    stamp = (out / "clip" / "result.json").stat().st_mtime_ns, (out / "clip" / "overlay.mp4").stat().st_mtime_ns
+    again = predict.run(req, predict.start_summary(req), tmp_path / "ray2.log")
+    entries = {Path(i["input"]).name: i for i in again.images}
+    assert entries["clip.mp4"]["status"] == "ok" and entries["clip.mp4"]["frames"] == 6
+    assert any("skipped: result.json is complete" in n for n in entries["clip.mp4"]["notes"])
+    assert ((out / "clip" / "result.json").stat().st_mtime_ns, (out / "clip" / "overlay.mp4").stat().st_mtime_ns) \
+        == stamp
+    assert entries["cut.avi"]["status"] == "error" and not any("skipped" in n for n in entries["cut.avi"]["notes"])
 
 
 # --- the service -------------------------------------------------------------------------------

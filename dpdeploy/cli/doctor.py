@@ -15,7 +15,7 @@ from dpdeploy.cli import common
     "log": "A build or run log to scan for known failure signatures (e.g. <run>/logs/build.log).",
     "json": "Print the checks and findings as JSON.",
     "facts": "Check a recorded facts JSON file instead of this host.",
-    "profile": "Force a profile from env/matrix.yml (cu130, cu126, cpu, cpu-slim, cpu-ray, host); default auto.",
+    "profile": "Force a profile from env/matrix.yml (cu130, cu126, cpu, cpu-slim, cpu-ray, cu130-ray, host); default auto.",
     "prefix": "The environment to check (default <state root>/envs/<profile>).",
     "max_jobs": "The MAX_JOBS to check against RAM (default: from RAM and cores).",
 })

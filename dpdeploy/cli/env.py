@@ -13,7 +13,7 @@ from dpdeploy.ui import render
 @task(help={
     "dry": "Say what would be created, change nothing.",
     "json": "Print the step result as JSON.",
-    "profile": "Profile from env/matrix.yml (cu130, cu126, cpu, cpu-slim, cpu-ray, host); default auto.",
+    "profile": "Profile from env/matrix.yml (cu130, cu126, cpu, cpu-slim, cpu-ray, cu130-ray, host); default auto.",
     "prefix": "Where the env goes (default <state root>/envs/<profile>).",
     "python": "Interpreter for the env (default: the plan's).",
     "facts": "Plan for a recorded facts JSON file instead of probing this host.",

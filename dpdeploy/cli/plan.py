@@ -7,7 +7,7 @@ from dpdeploy.cli import common
 PLAN_HELP = {
     "json": "Print the plan as JSON.",
     "facts": "Plan for a recorded facts JSON file instead of this host.",
-    "profile": "Force a profile from env/matrix.yml (cu130, cu126, cpu, cpu-slim, cpu-ray, host); default auto.",
+    "profile": "Force a profile from env/matrix.yml (cu130, cu126, cpu, cpu-slim, cpu-ray, cu130-ray, host); default auto.",
     "arch_list": "TORCH_CUDA_ARCH_LIST override, e.g. '8.0;9.0+PTX' (default: the GPUs present).",
     "prefix": "Where the environment goes (default <state root>/envs/<profile>).",
     "max_jobs": "Parallel compiler jobs (default: from RAM and cores).",

@@ -31,7 +31,7 @@ from dpdeploy.cli import common
     "gpus": "GPU indices to run one worker each on, e.g. 0,1 (default with --device cuda: every GPU).",
     "every": "Videos: keep every Nth frame (default 1: all).",
     "engine": "local (the pipelined worker, default) or ray (Ray Data over a local or given Ray cluster; needs an "
-              "env with Ray: invoke setup --profile cpu-ray). See docs/scale.md.",
+              "env with Ray: invoke setup --profile cpu-ray, or cu130-ray on GPUs). See docs/scale.md.",
     "address": "With --engine ray: the cluster to join, auto or HOST:PORT (default: start a local Ray on 127.0.0.1 "
                "and stop it afterwards).",
     "workers": "With --engine ray: DensePose actors (default: one per GPU, else one per CPU).",

@@ -23,7 +23,7 @@ from dpdeploy.cli import common
     "model": "Model from env/matrix.yml (default: the matrix's default model).",
     "weights": "Checkpoint file, or 'synthetic' for a pipeline check (default: the cached `invoke weights` file).",
     "device": "cpu or cuda (default: the plan's device).",
-    "prefix": "The DensePose env with Ray (default: the plan's prefix; invoke setup --profile cpu-ray).",
+    "prefix": "The DensePose env with Ray (default: the plan's prefix; invoke setup --profile cpu-ray, or cu130-ray on GPUs).",
     "vis": "Overlay drawn for ?overlay=1 (default dp_contour).",
     "min_score": "Minimum detection score (default 0.8).",
     "max_detections": "Cap on persons per image (default: the config's; 3 with synthetic weights).",

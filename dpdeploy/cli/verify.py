@@ -16,7 +16,7 @@ from dpdeploy.cli import common
     "junit": "Also write a JUnit XML report (one testcase per check) to this file.",
     "lock": "The lock file to compare with (default env/locks/<profile>.txt).",
     "facts": "Use a recorded facts JSON file (its GPUs) instead of probing this host.",
-    "profile": "Force a profile from env/matrix.yml (cu130, cu126, cpu, cpu-slim, cpu-ray, host); default auto.",
+    "profile": "Force a profile from env/matrix.yml (cu130, cu126, cpu, cpu-slim, cpu-ray, cu130-ray, host); default auto.",
     "prefix": "The environment to verify (default <state root>/envs/<profile>).",
 })
 def verify(c, json: bool = False, junit: str = "", lock: str = "", facts: str = "", profile: str = "",

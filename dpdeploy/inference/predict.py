@@ -244,10 +244,10 @@ def check_engine(engine: str, address: str, gpu_list: str, workers: int) -> None
 
 
 def check_env_has_ray(prefix: str) -> None:
-    """The env must have Ray (profile cpu-ray, or a profile with `extras: [ray]`)."""
+    """The env must have Ray (profile cpu-ray or cu130-ray: `extras: [ray]`)."""
     if not any(Path(prefix).glob("lib/python3*/site-packages/ray/__init__.py")):
         raise PredictError(f"--engine ray: the env at {prefix} has no Ray; deploy one with it "
-                           "(invoke setup --profile cpu-ray) or pass --prefix to such an env")
+                           "(invoke setup --profile cpu-ray, or cu130-ray on GPUs) or pass --prefix to such an env")
 
 
 def env_python(prefix: str) -> str:

@@ -53,6 +53,7 @@ NOT_SETTINGS = frozenset({
     "DPDEPLOY_WEIGHTS_DIR",
     "DPDEPLOY_TEST_D2_SOURCE", "DPDEPLOY_TEST_D2_ENV", "DPDEPLOY_TEST_TORCH_ENV",
     "DPDEPLOY_TEST_ANSIBLE_STEPS", "DPDEPLOY_TEST_ROOTFS_CACHE", "DPDEPLOY_TEST_STORAGE_ROOT",
+    "DPDEPLOY_TEST_RAY_ENV", "DPDEPLOY_RAY_KILL_ONCE",   # tests/test_ray_env.py: the cpu-ray env, ray_batch's test hook
 })
 # name -> (check, what it must be), for values a type alone does not rule out.
 BOUNDS = {
