@@ -219,7 +219,7 @@ def _plan(profile="cpu-ray", device="cpu", gpus=0):
 
 
 def test_ray_node_head_and_worker(matrix):
-    from dpdeploy.fleet import ray_node
+    from dpdeploy.plan import ray_node
 
     head = ray_node.node(_plan(), head=True, project_dir="/opt/dpdeploy", matrix=matrix)
     ray = "/var/lib/dpdeploy/envs/cpu-ray/bin/ray"
@@ -237,7 +237,7 @@ def test_ray_node_head_and_worker(matrix):
 
 
 def test_ray_node_advertises_only_the_gpus_the_env_can_use(matrix):
-    from dpdeploy.fleet import ray_node
+    from dpdeploy.plan import ray_node
 
     # A CPU env on a GPU host: 0 GPUs advertised (no num_gpus=1 actor may land there), and why.
     cpu = ray_node.node(_plan(gpus=8), head=True, matrix=matrix)
@@ -256,13 +256,13 @@ def test_ray_node_advertises_only_the_gpus_the_env_can_use(matrix):
 
 
 def test_ray_node_refuses_a_profile_without_ray(matrix):
-    from dpdeploy.fleet import ray_node
+    from dpdeploy.plan import ray_node
 
     with pytest.raises(ray_node.RayNodeError, match=r"profile cpu has no Ray .*extras: \[ray\] \(cpu-ray\)"):
         ray_node.node(_plan("cpu"), head=True, matrix=matrix)
-    proc = subprocess.run([sys.executable, "-m", "dpdeploy.fleet.ray_node", "--plan", json.dumps(_plan("cu130")),
+    proc = subprocess.run([sys.executable, "-m", "dpdeploy.plan.ray_node", "--plan", json.dumps(_plan("cu130")),
                            "--head"], cwd=ROOT, capture_output=True, text=True)
     assert proc.returncode == 2 and proc.stderr.startswith("error: profile cu130 has no Ray")
-    ok = subprocess.run([sys.executable, "-m", "dpdeploy.fleet.ray_node", "--plan", json.dumps(_plan()),
+    ok = subprocess.run([sys.executable, "-m", "dpdeploy.plan.ray_node", "--plan", json.dumps(_plan()),
                          "--address", "head.example.org"], cwd=ROOT, capture_output=True, text=True)
     assert ok.returncode == 0 and "--address=head.example.org:6379" in json.loads(ok.stdout)["argv"]

@@ -13,9 +13,9 @@ Ansible's ray_cluster role asks here (on the controller) and only renders the an
 - the unit's environment: DPDEPLOY_HOME, the project on PYTHONPATH (actors import dpdeploy, as
   ``invoke predict`` gives its worker), headless matplotlib.
 
-    python3 -m dpdeploy.fleet.ray_node --plan "$(bootstrap.py plan --json --profile cpu-ray)" --head
-    python3 -m dpdeploy.fleet.ray_node --plan @plan.json --address head.example.org:6379
-    <env>/bin/python -m dpdeploy.fleet.ray_node --alive head.example.org:6379   # the verify step
+    python3 -m dpdeploy.plan.ray_node --plan "$(bootstrap.py plan --json --profile cpu-ray)" --head
+    python3 -m dpdeploy.plan.ray_node --plan @plan.json --address head.example.org:6379
+    <env>/bin/python -m dpdeploy.plan.ray_node --alive head.example.org:6379   # the verify step
 """
 from __future__ import annotations
 
@@ -150,7 +150,7 @@ def _read_plan(text: str) -> dict[str, Any]:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog="python3 -m dpdeploy.fleet.ray_node", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python3 -m dpdeploy.plan.ray_node", description=__doc__.splitlines()[0])
     parser.add_argument("--plan", help="the host's plan: JSON text, or @file (bootstrap.py plan --json)")
     role = parser.add_mutually_exclusive_group(required=True)
     role.add_argument("--head", action="store_true", help="this host is the head")
