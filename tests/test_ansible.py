@@ -155,6 +155,80 @@ def test_densepose_role_ran_the_engine_and_fetched_its_record(converged, chroot_
     assert facts["os_id"] == "debian" and facts["os_version"] == "12"
 
 
+# --- the ray_cluster role (invoke provision --ray) on the same converged rootfs ------------------
+
+RAY_UNIT = "etc/systemd/system/dpdeploy-ray.service"
+RAY = "/var/lib/dpdeploy/envs/cpu-ray/bin/ray"      # where the engine's plan puts the cpu-ray env
+
+
+@pytest.fixture(scope="module")
+def ray_converged(converged, chroot_host):
+    """--ray twice as the head (a dedicated user), then once as a worker of a head outside the inventory.
+
+    The densepose role runs `setup --only plan` here, so the cpu-ray env is not built: a stand-in
+    `ray` sits where the engine's plan puts it. systemd is not running in the chroot: the units are
+    written, never started, and the verify step says so.
+    """
+    stand_in = chroot_host["rootfs"] / RAY.lstrip("/")
+    stand_in.parent.mkdir(parents=True, exist_ok=True)
+    stand_in.write_text("#!/bin/sh\necho 'ray stand-in (tests): never started in the chroot'\n")
+    stand_in.chmod(0o755)
+    unit = chroot_host["rootfs"] / RAY_UNIT
+    user = {"ray_cluster_user": "dpdeploy-ray"}
+    first = _provision(chroot_host, "--ray", "--extra-vars", json.dumps(user))
+    head_unit = unit.read_text() if unit.is_file() else ""
+    second = _provision(chroot_host, "--ray", "--extra-vars", json.dumps(user))
+    worker = _provision(chroot_host, "--ray", "--extra-vars", json.dumps(
+        {**user, "ray_cluster_head_host": "head.example.org", "ray_cluster_num_cpus": "2"}))
+    return {"first": first, "second": second, "worker": worker, "head_unit": head_unit,
+            "worker_unit": unit.read_text() if unit.is_file() else ""}
+
+
+@pytest.mark.slow
+def test_ray_role_writes_the_heads_unit_from_the_engines_answer(ray_converged):
+    rc, summary = ray_converged["first"]
+    assert rc == 0 and summary["hosts"][0]["status"] == "changed", summary["output"][-4000:]
+    unit = ray_converged["head_unit"]
+    # The engine's `ray start` for a head of the cpu-ray env (tests/test_provision.py checks the argv rules).
+    assert f"\nExecStart={RAY} start --block --head --port=6379 --include-dashboard=false --num-gpus=0 " \
+           "--disable-usage-stats\n" in unit, unit
+    assert f"\nExecStop={RAY} stop\n" in unit and "\nRestart=on-failure\n" in unit
+    assert "\nUser=dpdeploy-ray\n" in unit and "\nWantedBy=multi-user.target\n" in unit
+    for env in ("DPDEPLOY_HOME=/var/lib/dpdeploy", "PYTHONPATH=/opt/dpdeploy", "RAY_USAGE_STATS_ENABLED=0"):
+        assert f'\nEnvironment="{env}"\n' in unit
+    out = summary["output"]
+    assert "systemd is not running on bookworm (a chroot or a container)" in out
+    assert "cluster not verified on bookworm: systemd is not running here" in out
+
+
+@pytest.mark.slow
+def test_ray_role_second_converge_changes_nothing(ray_converged):
+    rc, summary = ray_converged["second"]
+    doc = provision._json_document(summary["output"])
+    changed = [t["task"]["name"] for p in doc["plays"] for t in p["tasks"]
+               if t["hosts"].get("bookworm", {}).get("changed")]
+    assert rc == 0 and [(h["host"], h["changed"], h["failed"]) for h in summary["hosts"]] == [("bookworm", 0, 0)], changed
+
+
+@pytest.mark.slow
+def test_ray_role_makes_a_worker_of_a_head_outside_the_inventory(ray_converged, chroot_host, monkeypatch):
+    rc, summary = ray_converged["worker"]
+    assert rc == 0 and summary["hosts"][0]["changed"] >= 1, summary["output"][-4000:]
+    unit = ray_converged["worker_unit"]
+    assert f"\nExecStart={RAY} start --block --address=head.example.org:6379 --num-gpus=0 --num-cpus=2 " \
+           "--disable-usage-stats\n" in unit, unit
+    assert "--head" not in unit
+    # The head checks the cluster, and this host is not the head: no verify output at all.
+    assert "cluster not verified" not in summary["output"]
+    testinfra = pytest.importorskip("testinfra")
+    monkeypatch.setenv("PATH", f"{BIN}:{os.environ['PATH']}")
+    host = testinfra.get_host(f"ansible://bookworm?ansible_inventory={chroot_host['inventory']}&force_ansible=true")
+    f = host.file("/" + RAY_UNIT)
+    assert f.exists and f.user == "root" and f.mode == 0o644
+    ray_user = host.user("dpdeploy-ray")
+    assert ray_user.exists and ray_user.shell == "/usr/sbin/nologin"
+
+
 @pytest.mark.slow
 def test_injected_gpu_check_mode_plans_the_driver_and_changes_nothing(converged, chroot_host):
     extra = json.dumps({"nvidia_driver_detected_gpus": INJECTED_GPU, "densepose_setup_steps": []})
@@ -270,7 +344,7 @@ def fresh_hosts(tmp_path_factory):
 
 @pytest.mark.slow
 def test_check_mode_on_fresh_hosts_says_what_would_change_and_changes_nothing(fresh_hosts):
-    rc, summary = _provision(fresh_hosts, "--check")
+    rc, summary = _provision(fresh_hosts, "--check", "--ray")
     assert rc == 0, summary["output"][-4000:]
     assert summary["check"] is True
     assert {h["host"]: h["status"] for h in summary["hosts"]} == {"bare": "would change", "python": "would change"}
@@ -278,9 +352,13 @@ def test_check_mode_on_fresh_hosts_says_what_would_change_and_changes_nothing(fr
     out = summary["output"]
     assert "bare: would install python3 and python3-apt" in out
     assert "would unpack the project into /opt/dpdeploy" in out            # the host with Python got that far
+    # --ray in check mode: the Ray node is only announced (no project there yet), nothing is verified.
+    assert "python would get dpdeploy-ray.service (a Ray worker of " in out
+    assert "cluster not verified on bare: check mode starts nothing" in out
     for host in fresh_hosts["hosts"].values():
         root = Path(host["ansible_host"])
         assert not (root / "opt/dpdeploy").exists()
+        assert not (root / "etc/systemd/system/dpdeploy-ray.service").exists()
     assert not (Path(fresh_hosts["hosts"]["bare"]["ansible_host"]) / "usr/bin/python3").exists()
     assert not (Path(fresh_hosts["hosts"]["python"]["ansible_host"]) / "usr/bin/gcc").exists()   # base: not installed
     bundle = Path(summary["bundle"])

@@ -194,3 +194,75 @@ def test_provision_refuses_bad_flags_in_one_line(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "invoke", "provision", "--dry", "--max-fail", "150"], cwd=ROOT,
                           capture_output=True, text=True, env={**os.environ, "DPDEPLOY_HOME": str(tmp_path)}, timeout=120)
     assert proc.returncode == 2 and proc.stderr.startswith("error: --max-fail 150") and "Traceback" not in proc.stderr
+
+
+# --- the Ray cluster: the flag and the engine's answer the ray_cluster role renders ---------------
+
+def test_playbook_argv_with_ray_sets_the_roles_switch():
+    argv = provision.playbook_argv("ap", inventory="i", ray=True, extra_vars="x=1")
+    assert argv[4:6] == ["--extra-vars", json.dumps({"ray_cluster_enabled": True})] and argv[6:] == ["--extra-vars", "x=1"]
+    assert "ray_cluster_enabled" not in " ".join(provision.playbook_argv("ap"))     # off unless asked
+
+
+def test_provision_dry_ray(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "invoke", "provision", "--dry", "--ray", "--inventory", "inv.yml"],
+                          cwd=ROOT, capture_output=True, text=True, env={**os.environ, "DPDEPLOY_HOME": str(tmp_path)},
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.rstrip().endswith("""--extra-vars '{"ray_cluster_enabled": true}'"""), proc.stdout
+
+
+def _plan(profile="cpu-ray", device="cpu", gpus=0):
+    return {"profile": profile, "device": device, "prefix": f"/var/lib/dpdeploy/envs/{profile}",
+            "home": "/var/lib/dpdeploy", "gpus": [{"index": i, "name": "NVIDIA H100", "compute_capability": "9.0"}
+                                                  for i in range(gpus)]}
+
+
+def test_ray_node_head_and_worker(matrix):
+    from dpdeploy.plan import ray_node
+
+    head = ray_node.node(_plan(), head=True, project_dir="/opt/dpdeploy", matrix=matrix)
+    ray = "/var/lib/dpdeploy/envs/cpu-ray/bin/ray"
+    assert head["argv"] == [ray, "start", "--block", "--head", "--port=6379", "--include-dashboard=false",
+                            "--num-gpus=0", "--disable-usage-stats"]
+    assert head["exec_start"] == " ".join(head["argv"]) and head["exec_stop"] == f"{ray} stop"
+    assert head["environment"]["PYTHONPATH"] == "/opt/dpdeploy" and head["environment"]["DPDEPLOY_HOME"] == "/var/lib/dpdeploy"
+    assert head["environment"]["PATH"].startswith("/var/lib/dpdeploy/envs/cpu-ray/bin:")
+    worker = ray_node.node(_plan(), head=False, address="10.0.0.1", port=6380, num_cpus="4", object_store_mb=512,
+                           metrics_port=8080, node_ip="10.0.0.2", matrix=matrix)
+    assert worker["argv"] == [ray, "start", "--block", "--address=10.0.0.1:6380", "--node-ip-address=10.0.0.2",
+                              "--num-gpus=0", "--num-cpus=4", f"--object-store-memory={512 * 2**20}",
+                              "--metrics-export-port=8080", "--disable-usage-stats"]
+    assert worker["role"] == "worker" and worker["address"] == "10.0.0.1:6380"
+
+
+def test_ray_node_advertises_only_the_gpus_the_env_can_use(matrix):
+    from dpdeploy.plan import ray_node
+
+    # A CPU env on a GPU host: 0 GPUs advertised (no num_gpus=1 actor may land there), and why.
+    cpu = ray_node.node(_plan(gpus=8), head=True, matrix=matrix)
+    assert cpu["num_gpus"] == 0 and "8 GPU(s) seen, not usable by this env" in " ".join(cpu["reasons"])
+    with pytest.raises(ray_node.RayNodeError, match="cannot use a GPU"):
+        ray_node.node(_plan(gpus=8), head=True, num_gpus="2", matrix=matrix)
+    # A plan on CUDA (a profile with the ray extra): the plan's GPUs, or an explicit count.
+    cuda = _plan(device="cuda", gpus=4)
+    assert ray_node.node(cuda, head=True, matrix=matrix)["num_gpus"] == 4
+    assert "--num-gpus=2" in ray_node.node(cuda, head=True, num_gpus=2, matrix=matrix)["argv"]
+    for bad in ({"num_gpus": "many"}, {"num_cpus": "-1"}, {"port": 0}, {"object_store_mb": -5}):
+        with pytest.raises(ray_node.RayNodeError):
+            ray_node.node(_plan(), head=True, matrix=matrix, **bad)
+    with pytest.raises(ray_node.RayNodeError, match="needs the head's address"):
+        ray_node.node(_plan(), head=False, matrix=matrix)
+
+
+def test_ray_node_refuses_a_profile_without_ray(matrix):
+    from dpdeploy.plan import ray_node
+
+    with pytest.raises(ray_node.RayNodeError, match=r"profile cpu has no Ray .*extras: \[ray\] \(cpu-ray\)"):
+        ray_node.node(_plan("cpu"), head=True, matrix=matrix)
+    proc = subprocess.run([sys.executable, "-m", "dpdeploy.plan.ray_node", "--plan", json.dumps(_plan("cu130")),
+                           "--head"], cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode == 2 and proc.stderr.startswith("error: profile cu130 has no Ray")
+    ok = subprocess.run([sys.executable, "-m", "dpdeploy.plan.ray_node", "--plan", json.dumps(_plan()),
+                         "--address", "head.example.org"], cwd=ROOT, capture_output=True, text=True)
+    assert ok.returncode == 0 and "--address=head.example.org:6379" in json.loads(ok.stdout)["argv"]

@@ -30,16 +30,19 @@ def _ansible_playbook() -> str:
     "forks": "Hosts worked on in parallel (ansible --forks; 0 = ansible.cfg's 20).",
     "serial": "Rolling run: hosts per batch, a number (2) or a percentage (25%); empty = all at once.",
     "max_fail": "Stop the run when more than this percentage of a batch failed (0-100; -1: site.yml's 100, never stop).",
+    "ray": "Also make the hosts one Ray cluster (the ray_cluster role: head = first host of group ray_head, "
+           "else of the inventory; the hosts need the cpu-ray env: densepose_profile=cpu-ray).",
     "dry": "Print the ansible-playbook command and change nothing (not even on this machine).",
     "json": "Print the per-host summary as JSON (the playbook output goes to the run log only).",
 })
 def provision(c, inventory: str = "", limit: str = "", check: bool = False, diff: bool = False,
               extra_vars: str = "", forks: int = 0, serial: str = "", max_fail: int = -1, dry: bool = False,
-              json: bool = False) -> None:
+              json: bool = False, ray: bool = False) -> None:
     """Provision hosts with Ansible (base packages, NVIDIA driver, `invoke setup`) and summarize per host."""
     playbook = _ansible_playbook()
     common_args = dict(inventory=inventory or prov.DEFAULT_INVENTORY, limit=limit, check=check, diff=diff,
-                       extra_vars=extra_vars, forks=forks, serial=serial, max_fail=None if max_fail < 0 else max_fail)
+                       extra_vars=extra_vars, forks=forks, serial=serial, max_fail=None if max_fail < 0 else max_fail,
+                       ray=ray)
     try:
         argv = prov.playbook_argv(playbook or "ansible-playbook", **common_args)
     except prov.ProvisionError as err:

@@ -78,6 +78,7 @@ def playbook_argv(
     serial: str = "",
     max_fail: Optional[int] = None,
     bundle: str | Path = "",
+    ray: bool = False,
 ) -> list[str]:
     """The ansible-playbook command line `invoke provision` runs (and `--dry` prints)."""
     check_flags(forks, serial, max_fail)
@@ -97,6 +98,8 @@ def playbook_argv(
         ours["dpdeploy_max_fail_percentage"] = max_fail   # site.yml: max_fail_percentage
     if bundle:
         ours["densepose_bundle"] = str(bundle)            # packed once per run, not per host
+    if ray:
+        ours["ray_cluster_enabled"] = True                # site.yml: the ray_cluster role and its verify play
     if ours:
         argv += ["--extra-vars", json.dumps(ours, sort_keys=True)]
     if extra_vars:
