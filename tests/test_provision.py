@@ -245,7 +245,7 @@ def test_ray_node_advertises_only_the_gpus_the_env_can_use(matrix):
     with pytest.raises(ray_node.RayNodeError, match="cannot use a GPU"):
         ray_node.node(_plan(gpus=8), head=True, num_gpus="2", matrix=matrix)
     # A plan on CUDA (a profile with the ray extra): the plan's GPUs, or an explicit count.
-    cuda = _plan(device="cuda", gpus=4)
+    cuda = _plan("cu130-ray", device="cuda", gpus=4)
     assert ray_node.node(cuda, head=True, matrix=matrix)["num_gpus"] == 4
     assert "--num-gpus=2" in ray_node.node(cuda, head=True, num_gpus=2, matrix=matrix)["argv"]
     for bad in ({"num_gpus": "many"}, {"num_cpus": "-1"}, {"port": 0}, {"object_store_mb": -5}):
@@ -258,7 +258,7 @@ def test_ray_node_advertises_only_the_gpus_the_env_can_use(matrix):
 def test_ray_node_refuses_a_profile_without_ray(matrix):
     from dpdeploy.plan import ray_node
 
-    with pytest.raises(ray_node.RayNodeError, match=r"profile cpu has no Ray .*extras: \[ray\] \(cpu-ray\)"):
+    with pytest.raises(ray_node.RayNodeError, match=r"profile cpu has no Ray .*extras: \[ray\] \(cpu-ray, cu130-ray\)"):
         ray_node.node(_plan("cpu"), head=True, matrix=matrix)
     proc = subprocess.run([sys.executable, "-m", "dpdeploy.plan.ray_node", "--plan", json.dumps(_plan("cu130")),
                            "--head"], cwd=ROOT, capture_output=True, text=True)
