@@ -62,6 +62,7 @@ def test_summary_comes_from_the_json_callback_with_why_a_host_failed(tmp_path):
     rc, out = _real_run(tmp_path)
     recaps = provision.parse_json(out)
     assert rc != 0
+    assert recaps, f"no JSON summary in ansible-playbook's output (exit {rc}):\n{out[-4000:]}"
     assert [(r.host, r.status) for r in recaps] == [
         ("changes", "changed"), ("gone", "unreachable"), ("pending", "failed"), ("steady", "ok")]
     by = {r.host: r for r in recaps}
@@ -76,6 +77,7 @@ def test_summary_comes_from_the_json_callback_with_why_a_host_failed(tmp_path):
 def test_check_mode_summary_says_would_change_not_converged(tmp_path):
     rc, out = _real_run(tmp_path, True)
     recaps = provision.parse_json(out, check=True)
+    assert recaps, f"no JSON summary in ansible-playbook's output (exit {rc}):\n{out[-4000:]}"
     assert {r.host: r.status for r in recaps}["changes"] == "would change"
     text = provision.summary_text(recaps, rc, check=True)
     assert "1/4 hosts would change, 1 already converged" in text and "hosts converged" not in text

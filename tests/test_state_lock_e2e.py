@@ -130,5 +130,7 @@ def test_two_setups_then_sigterm_and_kill_9_mid_build_and_mid_env(home):
         else:
             assert running(token, "pip"), "pip outlives its killed parent"
     rc, out = finish(start(home, "env", "--profile", "cpu"))
-    assert rc == 0 and "a killed run left running" in out and "created" in out, out[-3000:]
+    # the orphaned pip is ended by this run, or has already died on its closed output pipe (EPIPE)
+    ended = "a killed run left running" in out or "marked interrupted (their process is gone)" in out
+    assert rc == 0 and ended and "created" in out, out[-3000:]
     assert orphans.carrying(token) == [] and debris.find(home) == [] and lock_holder.read(home) is None
