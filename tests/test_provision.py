@@ -91,6 +91,8 @@ def test_no_json_document_is_no_summary():
     doc = json.dumps({"plays": [], "stats": {"h": {"ok": 1, "changed": 0, "failures": 0, "unreachable": 0}}},
                      indent=4)
     assert [r.host for r in provision.parse_json("[WARNING]: {odd}\n{\nnot json\n" + doc)] == ["h"]
+    # stderr + stdout merged: a warning without a final newline runs into the document's brace
+    assert [r.host for r in provision.parse_json("DeprecationWarning: no newline" + doc)] == ["h"]
 
 
 def test_playbook_argv_with_fleet_flags():

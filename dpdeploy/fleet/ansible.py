@@ -115,19 +115,16 @@ def playbook_env(base: dict[str, str]) -> dict[str, str]:
 
 
 def _json_document(text: str) -> Optional[dict[str, Any]]:
-    """The JSON callback's document in ansible-playbook's output (warnings may come before it)."""
+    """The JSON callback's document in ansible-playbook's output: it may follow warnings, and a
+    warning without a final newline may run into its first brace (stderr and stdout merged)."""
     decoder = json.JSONDecoder()
-    start = 0 if text.startswith("{") else text.find("\n{")
-    while start != -1:
-        begin = start if text[start] == "{" else start + 1
+    for start in re.finditer(r"(?m)^\{|\{(?=\s*\n\s*\")", text):
         try:
-            doc, _ = decoder.raw_decode(text, begin)
+            doc, _ = decoder.raw_decode(text, start.start())
         except json.JSONDecodeError:
-            start = text.find("\n{", begin)
             continue
         if isinstance(doc, dict) and "stats" in doc:
             return doc
-        start = text.find("\n{", begin)
     return None
 
 
