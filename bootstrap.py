@@ -19,6 +19,9 @@ VENV = ROOT / ".venv"
 # needs, a subset of the same pins (docker/Dockerfile).
 LOCK = ROOT / os.environ.get("DPDEPLOY_TOOLS_LOCK", "requirements/tools.txt")
 STAMP = VENV / ".dpdeploy-tools-stamp"
+# pip itself first: the pip that `python3 -m venv` seeds is the OS's (Debian 12: 23.0.1), and
+# pip < 23.3 refuses a hashed lock whose packages ask for an extra (weasyprint -> fonttools[woff]).
+PIP_LOCK = ROOT / "requirements" / "pip.txt"
 
 
 def fail(what: str, why: str, next_step: str) -> "None":
@@ -26,7 +29,7 @@ def fail(what: str, why: str, next_step: str) -> "None":
 
 
 def ensure_venv() -> Path:
-    digest = hashlib.sha256(LOCK.read_bytes()).hexdigest()
+    digest = hashlib.sha256(PIP_LOCK.read_bytes() + LOCK.read_bytes()).hexdigest()
     if STAMP.is_file() and STAMP.read_text().strip() == digest:
         return VENV
     if sys.version_info < (3, 10):
@@ -40,9 +43,10 @@ def ensure_venv() -> Path:
         fail("python3 -m venv failed", "the venv module or ensurepip is missing",
              "install it (Debian/Ubuntu: sudo apt install python3-venv) and run this again")
     pip = [str(VENV / "bin" / "python"), "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
-    if subprocess.run([*pip, "--require-hashes", "--only-binary=:all:", "-r", str(LOCK)]).returncode != 0:
-        fail("installing the tools failed", f"pip could not install {LOCK.name} (see its output above)",
-             "check network access to PyPI (or PIP_INDEX_URL / PIP_CERT behind a proxy) and run this again")
+    for lock in (PIP_LOCK, LOCK):
+        if subprocess.run([*pip, "--require-hashes", "--only-binary=:all:", "-r", str(lock)]).returncode != 0:
+            fail("installing the tools failed", f"pip could not install {lock.name} (see its output above)",
+                 "check network access to PyPI (or PIP_INDEX_URL / PIP_CERT behind a proxy) and run this again")
     STAMP.write_text(digest + "\n")  # last: a half-made venv is never taken for done
     return VENV
 

@@ -39,6 +39,8 @@ HOLDER = textwrap.dedent("""
             print("READY", flush=True)
             if sys.argv[2] == "child":
                 runner.stream(["sleep", "300"], log_path=str(home / "child.log"))
+            elif sys.argv[2] == "unregistered":   # started but not yet known to the runner
+                import subprocess; subprocess.Popen(["sleep", "300"], start_new_session=True).wait()
             else:
                 import time; time.sleep(float(sys.argv[2]))
 """)
@@ -114,6 +116,17 @@ def test_sigterm_ends_the_children_and_removes_the_temp_folders(tmp_path):
     assert orphans.carrying(token) == []                          # sleep was ended with its parent
     assert debris.find(tmp_path) == [] and lock_holder.read(tmp_path) is None
     assert "interrupted; ending sleep" in (tmp_path / "child.log").read_text()
+
+
+def test_sigterm_ends_a_child_the_runner_did_not_know_yet(tmp_path):
+    """A signal between a child's start and its registration with the runner (seen once in CI):
+    the lock ends whatever carries its run token."""
+    holder = start_holder(tmp_path, "unregistered")
+    token = lock_holder.read(tmp_path).token
+    wait_for(lambda: orphans.carrying(token))
+    holder.send_signal(signal.SIGTERM)
+    assert holder.wait(timeout=30) == 128 + signal.SIGTERM
+    assert orphans.carrying(token) == [] and lock_holder.read(tmp_path) is None
 
 
 def test_a_live_running_record_is_not_marked(tmp_path):

@@ -136,6 +136,9 @@ def hold(home: str | Path, command: str, *, wait: bool = True, echo: Callable[[s
                 echo(f"    {line}")
             with signals_raise():
                 yield held
+        except BaseException:   # also a child started as the signal came, before its runner knew of it
+            orphans.end(held.holder.token)
+            raise
         finally:
             if token is None:
                 os.environ.pop(TOKEN, None)
