@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from dpdeploy.plan import os_packages
 
@@ -320,47 +321,61 @@ def _fresh_rootfs(base: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def fresh_hosts(tmp_path_factory):
-    """Two fresh bookworm rootfs: 'bare' as debootstrap left it (no Python), 'python' with Python only."""
+    """The example inventory (ansible/inventories/example: its groups and group_vars) with fresh
+    bookworm rootfs for hosts: gpu1 has Python only, gpu2 and cpu1 are as debootstrap left them
+    (no Python); both GPU hosts show an H100 on their PCI bus (injected)."""
     if os.geteuid() != 0 or shutil.which("debootstrap") is None:
         pytest.skip("the chroot converge needs root and debootstrap (apt-get install debootstrap)")
-    hosts = {}
-    for name in ("bare", "python"):
-        rootfs = _fresh_rootfs(tmp_path_factory.mktemp(f"fresh-{name}"))
-        hosts[name] = {"ansible_connection": "community.general.chroot", "ansible_host": str(rootfs),
-                       "ansible_become": False, "densepose_setup_steps": STEPS}
+    roots = {name: _fresh_rootfs(tmp_path_factory.mktemp(f"fresh-{name}")) for name in ("gpu1", "gpu2", "cpu1")}
     local_cas = Path("/usr/local/share/ca-certificates")
-    python_root = Path(hosts["python"]["ansible_host"])
     if local_cas.is_dir():
-        shutil.copytree(local_cas, python_root / "usr/local/share/ca-certificates", dirs_exist_ok=True)
-    shutil.copy("/etc/resolv.conf", python_root / "etc/resolv.conf")
-    made = _run(["chroot", str(python_root), "sh", "-c", "apt-get update -qq && DEBIAN_FRONTEND=noninteractive "
+        shutil.copytree(local_cas, roots["gpu1"] / "usr/local/share/ca-certificates", dirs_exist_ok=True)
+    shutil.copy("/etc/resolv.conf", roots["gpu1"] / "etc/resolv.conf")
+    made = _run(["chroot", str(roots["gpu1"]), "sh", "-c", "apt-get update -qq && DEBIAN_FRONTEND=noninteractive "
                  "apt-get install -y -qq --no-install-recommends python3 python3-apt >/dev/null"], timeout=900)
     assert made.returncode == 0, made.stdout[-2000:] + made.stderr[-2000:]
-    base = tmp_path_factory.mktemp("fresh-inventory")
-    inventory = base / "inventory.yml"
-    inventory.write_text(json.dumps({"all": {"hosts": hosts}}))
-    return {"inventory": inventory, "home": base / "home", "hosts": hosts}
+    inventory = tmp_path_factory.mktemp("fresh-inventory") / "example"
+    shutil.copytree(ROOT / "ansible" / "inventories" / "example", inventory)
+    doc = yaml.safe_load((inventory / "hosts.yml").read_text())
+    groups = doc["all"]["children"]["densepose"]["children"]
+    hosts = {}
+    for group, name in (("gpu_hosts", "gpu1"), ("gpu_hosts", "gpu2"), ("cpu_hosts", "cpu1")):
+        fqdn = f"{name}.example.org"
+        hosts[fqdn] = {**(groups[group]["hosts"][fqdn] or {}), "ansible_connection": "community.general.chroot",
+                       "ansible_host": str(roots[name]), "ansible_become": False, "densepose_setup_steps": STEPS,
+                       **({"nvidia_driver_detected_gpus": INJECTED_GPU} if group == "gpu_hosts" else {})}
+        groups[group]["hosts"][fqdn] = hosts[fqdn]
+    assert set(hosts) == {h for g in groups.values() for h in g["hosts"]}, "the example inventory's hosts changed"
+    (inventory / "hosts.yml").write_text(yaml.safe_dump(doc))
+    return {"inventory": inventory, "home": inventory.parent / "home", "hosts": hosts}
 
 
 @pytest.mark.slow
 def test_check_mode_on_fresh_hosts_says_what_would_change_and_changes_nothing(fresh_hosts):
+    """`invoke provision --check` on the example inventory against fresh hosts (issue 20)."""
     rc, summary = _provision(fresh_hosts, "--check", "--ray")
     assert rc == 0, summary["output"][-4000:]
     assert summary["check"] is True
-    assert {h["host"]: h["status"] for h in summary["hosts"]} == {"bare": "would change", "python": "would change"}
+    assert {h["host"]: h["status"] for h in summary["hosts"]} == dict.fromkeys(fresh_hosts["hosts"], "would change")
     assert all(h["failed"] == 0 and h["unreachable"] == 0 for h in summary["hosts"])
     out = summary["output"]
-    assert "bare: would install python3 and python3-apt" in out
+    for bare in ("gpu2", "cpu1"):
+        assert f"{bare}.example.org: would install python3 and python3-apt" in out
     assert "would unpack the project into /opt/dpdeploy" in out            # the host with Python got that far
+    # gpu1 (the injected H100): the engine's driver plan, and no CPU deployment on a GPU host.
+    assert "nvidia_driver: would install linux-headers-" in out and "(open modules; driver >= 580.65.06), hold them" in out
+    assert "gpu1.example.org would be deployed once the NVIDIA driver the nvidia_driver role would install is loaded" in out
     # --ray in check mode: the Ray node is only announced (no project there yet), nothing is verified.
-    assert "python would get dpdeploy-ray.service (a Ray worker of " in out
-    assert "cluster not verified on bare: check mode starts nothing" in out
+    assert "gpu1.example.org would get dpdeploy-ray.service (a Ray worker of " in out
+    assert "cluster not verified on cpu1.example.org: check mode starts nothing" in out
     for host in fresh_hosts["hosts"].values():
         root = Path(host["ansible_host"])
         assert not (root / "opt/dpdeploy").exists()
         assert not (root / "etc/systemd/system/dpdeploy-ray.service").exists()
-    assert not (Path(fresh_hosts["hosts"]["bare"]["ansible_host"]) / "usr/bin/python3").exists()
-    assert not (Path(fresh_hosts["hosts"]["python"]["ansible_host"]) / "usr/bin/gcc").exists()   # base: not installed
+        assert not list((root / "etc/apt/sources.list.d").glob("nvidia*"))
+    for bare in ("gpu2", "cpu1"):
+        assert not (Path(fresh_hosts["hosts"][f"{bare}.example.org"]["ansible_host"]) / "usr/bin/python3").exists()
+    assert not (Path(fresh_hosts["hosts"]["gpu1.example.org"]["ansible_host"]) / "usr/bin/gcc").exists()
     bundle = Path(summary["bundle"])
     assert bundle.is_file() and bundle.parent == Path(summary["log"]).parent.parent   # once, in the run record
 

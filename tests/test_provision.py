@@ -8,6 +8,7 @@ import tarfile
 from pathlib import Path
 
 import pytest
+import yaml
 
 from dpdeploy.fleet import project_archive as bundle, ansible as provision
 from dpdeploy.plan import driver
@@ -42,7 +43,14 @@ PLAY = """\
 """
 
 
-def _real_run(tmp_path, check=False):
+def _site_play() -> str:
+    """PLAY under site.yml's own play keywords (strategy, serial, max_fail_percentage)."""
+    [site, *_] = yaml.safe_load((ROOT / "ansible" / "site.yml").read_text())
+    [play] = yaml.safe_load(PLAY)
+    return yaml.safe_dump([{**play, **{k: site[k] for k in ("strategy", "serial", "max_fail_percentage")}}])
+
+
+def _real_run(tmp_path, check=False, **fleet):
     """ansible-playbook with the environment and command line `invoke provision` uses; its output."""
     inv = tmp_path / "inv.yml"
     local = {"ansible_connection": "local", "ansible_python_interpreter": sys.executable}
@@ -50,8 +58,8 @@ def _real_run(tmp_path, check=False):
         "changes": {**local, "out_dir": str(tmp_path)}, "pending": local, "steady": local,
         "gone": {"ansible_host": "127.0.0.1", "ansible_port": 1, "ansible_user": "nobody"}}}}))
     play = tmp_path / "play.yml"
-    play.write_text(PLAY)
-    argv = provision.playbook_argv(str(ANSIBLE_PLAYBOOK), inventory=inv, playbook=play, check=check)
+    play.write_text(_site_play())
+    argv = provision.playbook_argv(str(ANSIBLE_PLAYBOOK), inventory=inv, playbook=play, check=check, **fleet)
     proc = subprocess.run(argv, capture_output=True, text=True, timeout=120,
                           env=provision.playbook_env({**os.environ, "ANSIBLE_HOST_KEY_CHECKING": "False"}))
     return proc.returncode, proc.stderr + proc.stdout     # as runner.stream merges them: warnings first
@@ -82,6 +90,16 @@ def test_check_mode_summary_says_would_change_not_converged(tmp_path):
     text = provision.summary_text(recaps, rc, check=True)
     assert "1/4 hosts would change, 1 already converged" in text and "hosts converged" not in text
     assert "check mode: nothing was changed" in text
+
+
+@needs_ansible
+def test_rolling_run_stops_at_the_batch_that_failed(tmp_path):
+    """--serial 1 --max-fail 0: 'pending' fails in the second batch, the hosts after it are never
+    touched (site.yml turns to the linear strategy: the free one ignores max_fail_percentage)."""
+    rc, out = _real_run(tmp_path, serial="1", max_fail=0)
+    recaps = provision.parse_json(out)
+    assert rc != 0 and [(r.host, r.status) for r in recaps] == [("changes", "changed"), ("pending", "failed")], out[-4000:]
+    assert "not supported" not in out
 
 
 def test_no_json_document_is_no_summary():
