@@ -380,3 +380,40 @@ def test_a_checkout_without_git_keeps_the_engines_build_package(tmp_path):
     files = buildcontext.repo_files(dest, runner=lambda argv, **kw: None)
     assert "dpdeploy/build/wheels.py" in files and "dpdeploy/runner.py" in files
     assert not any(f.startswith("build/") for f in files)
+
+
+def test_image_size_from_docker_history_and_the_venvs(monkeypatch):
+    """docker (a part this machine lacks) answers through a stand-in runner; the parsing and the
+    text a user reads are the real ones: layers base first, venvs' largest distributions first."""
+    from dpdeploy.container import sizes
+
+    history = "\n".join(json.dumps(r) for r in (
+        {"CreatedBy": "COPY dpdeploy/ /app/dpdeploy/", "Size": "2000000"},
+        {"CreatedBy": "/bin/sh -c #(nop) COPY dir:abc in /opt/dpdeploy/env", "Size": "6100000000"},
+        {"CreatedBy": "/bin/sh -c #(nop) ADD file:9e5 in /", "Size": "121000000"}))
+    calls = []
+
+    def runner(argv, timeout):
+        calls.append(argv)
+        if argv[1] == "history":
+            return Completed(tuple(argv), 0, history, "")
+        if argv[4].startswith("/opt/dpdeploy/env"):
+            return Completed(tuple(argv), 0, json.dumps({"numpy": 40_000_000, "torch": 1_149_000_000}) + "\n", "")
+        return Completed(tuple(argv), 1, "", "no such file")        # this image has no runtime venv
+
+    eng = Engine("docker", "/usr/bin/docker")
+    measured = sizes.ImageSizes("img", sizes.layers(eng, "img", runner=runner), sizes.packages(eng, "img", runner=runner))
+    assert [x.size for x in measured.layers] == [121000000, 6100000000, 2000000] and measured.total == 6223000000
+    assert list(measured.packages) == ["/opt/dpdeploy/env"] and list(measured.packages["/opt/dpdeploy/env"]) == ["torch", "numpy"]
+    assert calls[1][:5] == ["/usr/bin/docker", "run", "--rm", "--entrypoint", "/opt/dpdeploy/env/bin/python"]
+    text = sizes.text(measured, top=1).splitlines()
+    assert text[0] == "img: 6,223 MB in 3 layers" and text[1].split() == ["6,100", "MB", "COPY", "dir:abc", "in",
+                                                                          "/opt/dpdeploy/env"]
+    assert text[-3:] == ["/opt/dpdeploy/env: 1,189 MB in 2 distributions", "    1,149 MB  torch", "       40 MB  1 others"]
+
+
+def test_image_size_of_a_missing_image_is_a_refusal(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "invoke", "docker.size", "--tag", "localhost/none:x", "--engine",
+                           "buildah", "--storage-root", str(tmp_path / "storage"), "--storage-driver", "vfs"],
+                          cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode == 2 and "localhost/none:x" in proc.stderr and "Traceback" not in proc.stderr

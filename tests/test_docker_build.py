@@ -108,6 +108,15 @@ def test_runtime_image_with_detectron2_passes_its_smoke_on_cpu(tmp_path, storage
         "the runtime venv is requirements/runtime.txt, not the tools venv"
     env_bin = set(in_image(storage, result["tag"], "ls", "/opt/dpdeploy/env/bin").split())
     assert not {"nvcc", "ptxas", "ninja"} & env_bin
+    weighed = subprocess.run([INVOKE, "docker.size", "--tag", result["tag"], "--json", "--engine", "buildah",
+                              "--storage-root", str(STORAGE), "--storage-driver", storage.storage_driver],
+                             cwd=ROOT, capture_output=True, text=True)
+    assert weighed.returncode == 0, weighed.stderr
+    size = json.loads(weighed.stdout)
+    env, venv = size["packages"]["/opt/dpdeploy/env"], size["packages"]["/app/.venv"]
+    assert {"torch", "detectron2", "numpy"} <= set(env) and not {"ninja", "wheel"} & set(env)
+    assert "invoke" in venv and not {"ruff", "pytest", "uv"} & set(venv)
+    assert size["total"] > sum(env.values()) + sum(venv.values()) and size["layers"][0]["size"] > 0
     smoke = in_image(storage, result["tag"], "/app/.venv/bin/invoke", "--search-root", "/app", "smoke")
     assert "smoke: passed" in smoke
     # `invoke docker.run`, as a user serves a folder: buildah runs the image (no OCI runtime here)

@@ -12,7 +12,7 @@ from pathlib import Path
 from invoke import Collection, Exit, task
 
 from dpdeploy import paths
-from dpdeploy.container import baseimage, context as buildcontext, engines as containers, dockerfile, stages
+from dpdeploy.container import baseimage, context as buildcontext, engines as containers, dockerfile, sizes, stages
 from dpdeploy.ui import render
 from dpdeploy.container.engines import BuildRequest, Engine, EngineError, RunRequest
 from dpdeploy.fsutil import atomic_write_text
@@ -294,8 +294,29 @@ def base_image(c, tag: str = baseimage.TAG, cache: str = str(baseimage.CACHE), s
         raise _fail(exc, 1) from None
 
 
+@task(help={
+    "tag": "Image to weigh (default: localhost/dpdeploy-densepose:<default profile>-runtime).",
+    "top": "How many of each venv's largest distributions to list (default 15; --json lists all).",
+    **{k: v for k, v in ENGINE_HELP.items() if k != "isolation"},
+    "json": "Print the layers and every distribution's size as JSON.",
+})
+def size(c, tag: str = "", top: int = 15, engine: str = "", storage_driver: str = "", storage_root: str = "",
+         json: bool = False) -> None:
+    """What an image weighs: its layers by size and the largest Python distributions in its env and venv."""
+    with common.user_errors(json):
+        s = common.settings(c)
+        profile = dockerfile.build_args(common.load_matrix(s), None)["PROFILE"]
+    eng = _engine(engine, storage_driver, storage_root, "")
+    try:
+        measured = sizes.measure(eng, tag or f"{stages.REPOSITORY}:{profile}-runtime")
+    except EngineError as exc:
+        raise _fail(exc) from None
+    print(render.to_json(measured.to_dict()) if json else sizes.text(measured, top))
+
+
 ns = Collection("docker")
 ns.add_task(render_args, "render")
 ns.add_task(build)
 ns.add_task(run)
+ns.add_task(size)
 ns.add_task(base_image)
