@@ -15,7 +15,7 @@ import threading
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-from dpdeploy.inenv import checkpoint, config
+from dpdeploy.inenv import config
 
 PRECISIONS = ("fp32", "bf16", "fp16")
 
@@ -48,6 +48,8 @@ def checked_weights(weights: Path) -> dict[str, tuple[int, ...]]:
     """The tensor shapes of ``weights`` (name -> shape), read without running code: a .pkl (which
     detectron2's checkpointer unpickles with plain pickle) with the restricted unpickler, anything
     else with ``torch.load(weights_only=True)``."""
+    from dpdeploy.inenv import checkpoint   # numpy: imported where weights are read, not by the parent's CLI
+
     if not weights.is_file():
         raise WorkerError(f"weights {weights} not found")
     try:
@@ -69,6 +71,8 @@ def checked_weights(weights: Path) -> dict[str, tuple[int, ...]]:
 def fitted(net, weights: Path, shapes: dict[str, tuple[int, ...]]) -> None:
     """Refuse a checkpoint whose tensors do not fit the model built from the config (detectron2's
     checkpointer would skip them with a warning and run a partly random model)."""
+    from dpdeploy.inenv import checkpoint
+
     problems = checkpoint.mismatches({n: tuple(p.shape) for n, p in net.named_parameters()}, shapes)
     if problems:
         raise WorkerError(f"weights refused before loading: {weights} does not fit the model: {problems}")

@@ -38,7 +38,6 @@ from urllib.parse import urlparse
 
 from dpdeploy.diagnose.checks import Check
 from dpdeploy.fsutil import atomic_write_json, read_json
-from dpdeploy.inenv import checkpoint
 from dpdeploy.plan.matrix import Matrix
 
 CHUNK = 1 << 20
@@ -222,6 +221,8 @@ def _install(part: Path, spec: ModelSpec, home: str | Path, source: str, action:
         kept = on_mismatch(part)
         raise WeightsError("checksum", f"{spec.name}: checksum mismatch for {source}", "; ".join(wrong),
                            f"{kept}; {again}")
+    from dpdeploy.inenv import checkpoint   # numpy: only when a checkpoint is read, not at every CLI start
+
     try:
         checkpoint.check(checkpoint.load(part))
     except checkpoint.CheckpointError as exc:
