@@ -100,9 +100,10 @@ def main() -> None:
     p.add_argument("--weights", default="", help="checkpoint (default: the synthetic one, built if missing)")
     p.add_argument("--copies", type=int, default=4, help="copies of each sample photo in the folder run")
     p.add_argument("--device", default="cpu")
-    p.add_argument("--modes", default="fp32:1,fp32:0,bf16:0",
-                   help="precision:batch per folder run (batch 0: the default); each is compared with the worker "
-                        "running DensePose's model exactly as DefaultPredictor builds it, fp32, batch 1")
+    p.add_argument("--modes", default="fp32:0:1,fp32:0:0,bf16:0:1,bf16:0:0",
+                   help="precision:batch:workers per folder run (0: the default batch / one worker per core); "
+                        "each is compared with the worker running DensePose's model exactly as DefaultPredictor "
+                        "builds it, fp32, batch 1")
     args = p.parse_args()
     if not args.source:
         sys.exit("needs the detectron2 source for apply_net.py: set DPDEPLOY_TEST_D2_SOURCE or pass --source")
@@ -123,10 +124,10 @@ def main() -> None:
             shutil.copy(photo, folder / f"{n}-{photo.name}")
     count = len(list(folder.iterdir()))
 
-    def ours(inputs: str, out: Path, precision: str = "fp32", batch: int = 0) -> list[str]:
+    def ours(inputs: str, out: Path, precision: str = "fp32", batch: int = 0, workers: int = 0) -> list[str]:
         return [sys.executable, "-m", "invoke", "predict", inputs, "--prefix", args.prefix, "--weights", weights,
                 "--config", str(config), "--vis", VIS, "--device", args.device, "--max-detections", str(CAP),
-                "--out", str(out), "--precision", precision, "--batch-size", str(batch)]
+                "--out", str(out), "--precision", precision, "--batch-size", str(batch), "--workers", str(workers)]
 
     def theirs(inputs: str, out: Path) -> list[str]:
         return [python, "apply_net.py", "show", str(config), weights, inputs, VIS, "--output", str(out / "o.png"),
@@ -144,13 +145,13 @@ def main() -> None:
 
     load = os.getloadavg()
     rows = [("apply_net.py show", *timed(theirs(str(folder), work / "out" / "apply_net"), env, str(densepose)))]
-    modes = [(m.split(":")[0], int(m.split(":")[1])) for m in args.modes.split(",")]
+    modes = [(m.split(":")[0], int(m.split(":")[1]), int((m.split(":") + ["0"])[2])) for m in args.modes.split(",")]
     outs = {"worker fp32 batch 1 --exact (DefaultPredictor's model)": work / "out" / "exact"}
     rows.append((next(iter(outs)), *timed(exact(outs[next(iter(outs))]), env, str(ROOT))))
-    for precision, batch in modes:
-        label = f"predict {precision} batch {batch or 'default'}"
-        outs[label] = work / "out" / label.replace(" ", "-")
-        rows.append((label, *timed(ours(str(folder), outs[label], precision, batch), env, str(ROOT))))
+    for precision, batch, workers in modes:
+        label = f"predict {precision} batch {batch or 'default'}, {workers or 'one per core'} worker(s)"
+        outs[label] = work / "out" / label.replace(" ", "-").replace(",", "").replace("(", "").replace(")", "")
+        rows.append((label, *timed(ours(str(folder), outs[label], precision, batch, workers), env, str(ROOT))))
     reference = next(iter(outs))
     print(f"\nfolder of {count} images ({', '.join(p.name for p in photos)}), device {args.device}, weights "
           f"{'synthetic' if not args.weights else args.weights}, cap {CAP} detections, vis {VIS}")

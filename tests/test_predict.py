@@ -218,7 +218,8 @@ def test_cli_end_to_end_with_a_stand_in_worker(tmp_path):
     photos.mkdir()
     (photos / "a.jpg").write_bytes(b"x")
     (photos / "b.jpg").write_bytes(b"")
-    proc = invoke([str(photos), "--prefix", str(tmp_path / "env"), "--weights", "synthetic", "--json"],
+    # one stand-in worker for both images (by default a CPU run has one worker per core)
+    proc = invoke([str(photos), "--prefix", str(tmp_path / "env"), "--weights", "synthetic", "--json", "--workers", "1"],
                   tmp_path / "home", 1)
     summary = json.loads(proc.stdout)
     assert [i["status"] for i in summary["images"]] == ["ok", "error"] and summary["weights_kind"] == "synthetic"
@@ -431,3 +432,22 @@ def test_a_version_1_summary_reads_as_fp32_one_worker(tmp_path):
     (tmp_path / "summary.json").write_text(json.dumps({**old, "schema_version": 7}))
     with pytest.raises(Exception, match="schema version 7"):
         predict_summary.read(tmp_path)
+
+
+def test_cpu_workers_one_per_core_as_inputs_and_memory_allow(tmp_path):
+    assert predict.cpu_workers(0, inputs=8, cpus=2, available=20_000) == 2
+    assert predict.cpu_workers(0, inputs=1, cpus=16, available=20_000) == 1          # one image: every core on it
+    assert predict.cpu_workers(0, inputs=64, cpus=16, available=3 * predict.CPU_WORKER_MIB) == 3
+    assert predict.cpu_workers(0, inputs=8, cpus=2, available=100) == 1
+    assert predict.cpu_workers(0, inputs=8, cpus=4, available=0) == 4               # unknown memory: cores decide
+    assert predict.cpu_workers(3, inputs=8, cpus=2, available=100) == 3              # asked for: given
+    assert predict.cpu_workers(5, inputs=2, cpus=8, available=20_000) == 2
+    meminfo = tmp_path / "meminfo"
+    meminfo.write_text("MemTotal:       24000000 kB\nMemFree:  100 kB\nMemAvailable:   8388608 kB\n")
+    assert predict.available_mib(str(meminfo)) == 8192 and predict.available_mib(str(tmp_path / "none")) == 0
+
+
+def test_workers_on_gpus_are_refused_for_gpus_flag(tmp_path, ready):
+    _refused([*ready, "--device", "cuda", "--workers", "2"], tmp_path / "home",
+             "--workers 2 with --device cuda: one worker runs per GPU; pick them with --gpus",
+             env={"DPDEPLOY_FACTS": str(FIXTURES / "facts" / "h100.json")})

@@ -34,7 +34,8 @@ from dpdeploy.cli import common
               "env with Ray: invoke setup --profile cpu-ray, or cu130-ray on GPUs). See docs/scale.md.",
     "address": "With --engine ray: the cluster to join, auto or HOST:PORT (default: start a local Ray on 127.0.0.1 "
                "and stop it afterwards).",
-    "workers": "With --engine ray: DensePose actors (default: one per GPU, else one per CPU).",
+    "workers": "Worker processes on a CPU (default: one per core, as inputs and memory allow); with --engine "
+               "ray, DensePose actors (default: one per GPU, else one per CPU).",
 })
 def predict(c, inputs: str, out: str = "", vis: str = ",".join(DEFAULT_VIS), model: str = "",
             min_score: str = "0.8", device: str = "", weights: str = "", config: str = "", prefix: str = "",

@@ -62,7 +62,7 @@ class Request:
     devices: list[str] = field(default_factory=list)  # one worker each ([]: one on ``device``)
     engine: str = "local"           # local: the pipelined worker(s); ray: Ray Data (dpdeploy/inenv/ray_batch.py)
     address: str = ""               # engine ray: the cluster to join ("" = a local Ray on 127.0.0.1)
-    workers: int = 0                # engine ray: actors (0 = one per GPU, else per CPU)
+    workers: int = 0                # engine ray: actors (0 = one per GPU, else per CPU); local: CPU workers
 
     def __post_init__(self) -> None:
         if not self.stems:
@@ -232,8 +232,8 @@ def check_engine(engine: str, address: str, gpu_list: str, workers: int) -> None
     """Refuse engine options that do not go together (before anything loads)."""
     if engine not in ENGINES:
         raise PredictError(f"--engine {engine}: choose from {', '.join(ENGINES)}")
-    if engine != "ray" and (address or workers):
-        raise PredictError("--address / --workers: need --engine ray")
+    if engine != "ray" and address:
+        raise PredictError("--address: needs --engine ray")
     if engine == "ray" and gpu_list:
         raise PredictError("--gpus with --engine ray: Ray places one actor per GPU itself; drop --gpus "
                            "(--workers N caps the actors)")
@@ -256,6 +256,10 @@ def env_python(prefix: str) -> str:
         raise PredictError(f"no DensePose environment at {prefix} ({python} missing): run invoke setup, "
                            f"or pass --prefix to an env with detectron2 and DensePose")
     return str(python)
+
+
+# A CPU worker's peak memory with the R50-FPN model and a batch of 2 (benchmarks/predict_bench.py).
+CPU_WORKER_MIB = 2048
 
 
 def shards(req: Request) -> list[tuple[str, list[int]]]:
@@ -379,13 +383,37 @@ def run(req: Request, summary: PredictSummary, log_path: Path,
     return summary
 
 
+def _host_cpus() -> list[int]:
+    try:
+        return sorted(os.sched_getaffinity(0))
+    except AttributeError:
+        return list(range(os.cpu_count() or 1))
+
+
 def _cpu_threads(parts: int) -> list[int]:
     """This host's CPUs split over ``parts`` CPU workers, each at least one."""
-    try:
-        total = len(os.sched_getaffinity(0))
-    except AttributeError:
-        total = os.cpu_count() or 1
+    total = len(_host_cpus())
     return [max(1, total // parts + (1 if i < total % parts else 0)) for i in range(parts)]
+
+
+def available_mib(meminfo: str = "/proc/meminfo") -> int:
+    """MemAvailable in MiB (0 when unknown: then memory does not limit the workers)."""
+    try:
+        text = Path(meminfo).read_text()
+    except OSError:
+        return 0
+    found = re.search(r"^MemAvailable:\s+(\d+) kB", text, re.M)
+    return int(found.group(1)) // 1024 if found else 0
+
+
+def cpu_workers(requested: int, inputs: int, cpus: int, available: int) -> int:
+    """Worker processes on a CPU: ``requested`` (--workers), else one per core while inputs and
+    memory last. Single-threaded workers side by side beat one process using every core (its
+    serial parts leave cores idle): docs/performance.md has the figures."""
+    if requested:
+        return max(1, min(requested, inputs))
+    by_memory = available // CPU_WORKER_MIB if available else cpus
+    return max(1, min(inputs, cpus, by_memory))
 
 
 def log_tail(log_path: Path, lines: int = 15) -> str:
@@ -457,6 +485,11 @@ def prepare(inputs: Sequence[str], *, home: Path, prefix: str, default_device: s
                            + (f" ({len(found.skipped)} entries skipped: {found.skipped[0]}, ...)" if found.skipped else "")
                            + ": pass image files or folders holding them")
     check_engine(engine, address, gpu_list, workers)
+    if engine == "local" and workers:
+        if devices[0].startswith("cuda"):
+            raise PredictError(f"--workers {workers} with --device cuda: one worker runs per GPU; pick them with --gpus")
+    if engine == "local" and devices == ["cpu"]:
+        devices = ["cpu"] * cpu_workers(workers, len(found.files), len(_host_cpus()), available_mib())
     python = env_python(prefix)
     if engine == "ray":
         check_env_has_ray(prefix)
