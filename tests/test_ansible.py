@@ -33,7 +33,8 @@ INJECTED_GPU = [{"slot": "0000:01:00.0", "device": "0x2330", "class": "0x030200"
 
 
 def _run(argv, **kw):
-    return subprocess.run(argv, capture_output=True, text=True, **kw)
+    # stdin closed: ansible refuses a non-blocking one, which an earlier test may leave behind
+    return subprocess.run(argv, capture_output=True, text=True, stdin=subprocess.DEVNULL, **kw)
 
 
 def test_ansible_lint_production_profile_is_clean():

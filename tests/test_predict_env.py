@@ -2,6 +2,7 @@
 synthetic weights, the contract's files and value ranges. Needs a DensePose env (the ``d2_env``
 fixture: DPDEPLOY_TEST_D2_ENV, or the session's deployment from DPDEPLOY_TEST_D2_SOURCE); its
 configs are the ones the build step installed into it. ~2-4 min on 2 CPU cores."""
+import dataclasses
 import json
 import subprocess
 from pathlib import Path
@@ -194,3 +195,24 @@ def test_fp16_on_every_gpu_keeps_the_contract(d2_env, tmp_path):
         iuv = np.load(tmp_path / "out" / stem / "iuv.npz")
         assert iuv["boxes_xyxy"].shape[0] == len(json.loads((tmp_path / "out" / stem / "result.json").read_text())
                                                  ["instances"])
+
+
+def test_fast_fp32_agrees_with_defaultpredictors_model(d2_env, tmp_path):
+    """The default fp32 model (batch norms folded, channels-last) against the
+    worker's --exact model (as DefaultPredictor builds it) on the sample photos: same boxes and
+    part labels, as docs/performance.md states (box IoU >= 0.99, >= 99.5% labels equal)."""
+    photos = [str(s.path) for s in samples.resolve(matrix_mod.load().samples, str(d2_env))]
+    fast = env_request(d2_env, tmp_path, photos, vis=["bbox"], max_detections=3)
+    assert predict.run(fast, predict.start_summary(fast), tmp_path / "fast.log").success
+    exact = dataclasses.replace(fast, out=str(tmp_path / "exact"))
+    cmd = predict.worker_command(exact)
+    done = subprocess.run(cmd[:cmd.index("--")] + ["--exact"] + cmd[cmd.index("--"):], capture_output=True, text=True,
+                          env=predict.worker_env(), timeout=1200)
+    assert done.returncode == 0, done.stderr[-3000:]
+    for stem in fast.stems:
+        a, b = (np.load(Path(r.out) / stem / "iuv.npz") for r in (fast, exact))
+        assert a["boxes_xyxy"].shape == b["boxes_xyxy"].shape and len(a["scores"]) >= 1, stem
+        assert np.abs(a["boxes_xyxy"] - b["boxes_xyxy"]).max() < 1.0, stem
+        for i in range(len(a["scores"])):
+            same = (a[f"labels_{i}"] == b[f"labels_{i}"]).mean() if a[f"labels_{i}"].shape == b[f"labels_{i}"].shape else 0
+            assert same >= 0.995, (stem, i, same)

@@ -60,7 +60,9 @@ def _real_run(tmp_path, check=False, **fleet):
     play = tmp_path / "play.yml"
     play.write_text(_site_play())
     argv = provision.playbook_argv(str(ANSIBLE_PLAYBOOK), inventory=inv, playbook=play, check=check, **fleet)
-    proc = subprocess.run(argv, capture_output=True, text=True, timeout=120,
+    # stdin closed, as `invoke provision` runs it: ansible refuses a non-blocking stdin, and a test
+    # before this one may have left the shared one so (seen in a full CI run)
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL,
                           env=provision.playbook_env({**os.environ, "ANSIBLE_HOST_KEY_CHECKING": "False"}))
     return proc.returncode, proc.stderr + proc.stdout     # as runner.stream merges them: warnings first
 

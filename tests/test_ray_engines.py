@@ -33,8 +33,7 @@ def test_ray_engine_runs_ray_batch_once_for_every_input(tmp_path):
 
 @pytest.mark.parametrize("engine,address,gpus,workers,text", [
     ("spark", "", "", 0, "--engine spark: choose from local, ray"),
-    ("local", "auto", "", 0, "need --engine ray"),
-    ("local", "", "", 3, "need --engine ray"),
+    ("local", "auto", "", 0, "--address: needs --engine ray"),
     ("ray", "", "0,1", 0, "Ray places one actor per GPU itself"),
     ("ray", "not an address", "", 0, "use auto or HOST:PORT"),
     ("ray", "", "", -1, "--workers -1"),
