@@ -23,6 +23,7 @@ TOKEN = "DPDEPLOY_RUN_TOKEN"
 GRACE_S = 10.0   # SIGTERM, then this long, then SIGKILL
 _LIVE: set[subprocess.Popen] = set()   # streamed children still running, from any thread
 _LIVE_LOCK = threading.Lock()
+_ENDING = threading.Event()   # set by end_all: a child another thread starts after it is ended at once
 
 
 @dataclass(frozen=True)
@@ -129,7 +130,12 @@ def stream(
         assert proc.stdout is not None
         with _LIVE_LOCK:
             _LIVE.add(proc)
+            ending = _ENDING.is_set()
         try:
+            if ending:   # the parent was interrupted while this thread was starting its child
+                log.write(f"dpdeploy: interrupted; ending {argv[0]} (process group {proc.pid})\n")
+                end_group(proc)
+                return proc.wait()
             for line in proc.stdout:
                 log.write(line)
                 echo(line.rstrip("\n"))
@@ -147,6 +153,7 @@ def end_all() -> None:
     """End every streamed child still running, whichever thread waits for it (an interrupt is
     raised in the main thread only; a worker streamed from another thread would outlive it)."""
     with _LIVE_LOCK:
+        _ENDING.set()
         live = list(_LIVE)
     for proc in live:
         end_group(proc)

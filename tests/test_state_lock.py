@@ -147,12 +147,15 @@ def test_a_damaged_holder_record_is_ignored_not_a_crash(tmp_path, text):
         assert held.ended == [] and lock_holder.read(tmp_path).pid == os.getpid()
 
 
-def test_end_all_ends_a_child_streamed_from_another_thread(tmp_path):
+def test_end_all_ends_a_child_streamed_from_another_thread(tmp_path, monkeypatch):
     """An interrupt reaches the main thread only; a worker streamed from a thread (predict's
-    per-device workers) is ended by ``runner.end_all``, never left running."""
+    per-device workers) is ended by ``runner.end_all``, never left running, and so is one a
+    thread starts after it (seen in CI: the second CPU worker starting as Ctrl-C came)."""
     import threading
 
     from dpdeploy import runner
+
+    monkeypatch.setattr(runner, "_ENDING", threading.Event())   # this process goes on after end_all
 
     codes: list[int] = []
     waiter = threading.Thread(target=lambda: codes.append(
@@ -163,6 +166,8 @@ def test_end_all_ends_a_child_streamed_from_another_thread(tmp_path):
     runner.end_all()
     waiter.join(timeout=30)
     assert codes == [-signal.SIGTERM] and proc.poll() is not None and not runner._LIVE
+    late = runner.stream(["sleep", "300"], log_path=str(tmp_path / "late.log"))
+    assert late == -signal.SIGTERM and not runner._LIVE and "interrupted" in (tmp_path / "late.log").read_text()
 
 
 def test_the_sweep_knows_weights_imports_and_bundle_unpacks_and_leaves_finished_entries(tmp_path):
