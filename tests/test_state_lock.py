@@ -115,7 +115,10 @@ def test_sigterm_ends_the_children_and_removes_the_temp_folders(tmp_path):
     assert holder.wait(timeout=30) == 128 + signal.SIGTERM
     assert orphans.carrying(token) == []                          # sleep was ended with its parent
     assert debris.find(tmp_path) == [] and lock_holder.read(tmp_path) is None
-    assert "interrupted; ending sleep" in (tmp_path / "child.log").read_text()
+    # the runner says so; or the signal came while Popen was still waiting for the exec, before the
+    # runner knew its child, and the lock ended it (the next test; seen in CI under load)
+    assert (tmp_path / "child.log").read_text() == "" or \
+        "interrupted; ending sleep" in (tmp_path / "child.log").read_text()
 
 
 def test_sigterm_ends_a_child_the_runner_did_not_know_yet(tmp_path):
