@@ -41,7 +41,8 @@ def test_parse_os_release():
 def test_parse_python_and_meminfo():
     assert probe.parse_python("3.12.3 /usr/bin/python3.12\n") == ("3.12.3", "/usr/bin/python3.12")
     assert probe.parse_python("Python 2.7.18") is None
-    assert probe.parse_meminfo_total_mib("MemTotal:       24684216 kB\nMemFree: 1 kB\n") == 24105
+    assert probe.parse_meminfo_mib("MemTotal:       24684216 kB\nMemFree: 1 kB\n") == 24105
+    assert probe.parse_meminfo_mib("MemTotal: 1 kB\nMemAvailable:   8388608 kB\n", "MemAvailable") == 8192
 
 
 class FakeHost:

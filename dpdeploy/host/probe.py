@@ -32,8 +32,9 @@ def parse_os_release(text: str) -> dict[str, str]:
     return out
 
 
-def parse_meminfo_total_mib(text: str) -> int:
-    match = re.search(r"^MemTotal:\s+(\d+)\s*kB", text, re.M)
+def parse_meminfo_mib(text: str, field: str = "MemTotal") -> int:
+    """A /proc/meminfo field in MiB (0 when absent)."""
+    match = re.search(rf"^{field}:\s+(\d+)\s*kB", text, re.M)
     return int(match.group(1)) // 1024 if match else 0
 
 
@@ -251,7 +252,7 @@ def probe(
         system=platform.system(),
         machine=platform.machine(),
         cpu_count=cpus,
-        mem_total_mib=parse_meminfo_total_mib(_read("/proc/meminfo")),
+        mem_total_mib=parse_meminfo_mib(_read("/proc/meminfo")),
         disk_path=disk,
         disk_free_mib=free,
         pythons=find_pythons(runner, which),

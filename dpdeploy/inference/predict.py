@@ -23,6 +23,7 @@ from dpdeploy import paths
 from dpdeploy import runner
 from dpdeploy.build.wheels import ENV_CONFIGS
 from dpdeploy.fsutil import atomic_write_text
+from dpdeploy.host.probe import parse_meminfo_mib
 from dpdeploy.records import predict_summary
 from dpdeploy.records.predict_summary import PredictSummary
 from dpdeploy.host.probe import cpu_has_bf16
@@ -383,27 +384,25 @@ def run(req: Request, summary: PredictSummary, log_path: Path,
     return summary
 
 
-def _host_cpus() -> list[int]:
+def _host_cpus() -> int:
     try:
-        return sorted(os.sched_getaffinity(0))
+        return len(os.sched_getaffinity(0))
     except AttributeError:
-        return list(range(os.cpu_count() or 1))
+        return os.cpu_count() or 1
 
 
 def _cpu_threads(parts: int) -> list[int]:
     """This host's CPUs split over ``parts`` CPU workers, each at least one."""
-    total = len(_host_cpus())
+    total = _host_cpus()
     return [max(1, total // parts + (1 if i < total % parts else 0)) for i in range(parts)]
 
 
 def available_mib(meminfo: str = "/proc/meminfo") -> int:
     """MemAvailable in MiB (0 when unknown: then memory does not limit the workers)."""
     try:
-        text = Path(meminfo).read_text()
+        return parse_meminfo_mib(Path(meminfo).read_text(), "MemAvailable")
     except OSError:
         return 0
-    found = re.search(r"^MemAvailable:\s+(\d+) kB", text, re.M)
-    return int(found.group(1)) // 1024 if found else 0
 
 
 def cpu_workers(requested: int, inputs: int, cpus: int, available: int) -> int:
@@ -485,11 +484,10 @@ def prepare(inputs: Sequence[str], *, home: Path, prefix: str, default_device: s
                            + (f" ({len(found.skipped)} entries skipped: {found.skipped[0]}, ...)" if found.skipped else "")
                            + ": pass image files or folders holding them")
     check_engine(engine, address, gpu_list, workers)
-    if engine == "local" and workers:
-        if devices[0].startswith("cuda"):
-            raise PredictError(f"--workers {workers} with --device cuda: one worker runs per GPU; pick them with --gpus")
+    if engine == "local" and workers and devices[0].startswith("cuda"):
+        raise PredictError(f"--workers {workers} with --device cuda: one worker runs per GPU; pick them with --gpus")
     if engine == "local" and devices == ["cpu"]:
-        devices = ["cpu"] * cpu_workers(workers, len(found.files), len(_host_cpus()), available_mib())
+        devices = ["cpu"] * cpu_workers(workers, len(found.files), _host_cpus(), available_mib())
     python = env_python(prefix)
     if engine == "ray":
         check_env_has_ray(prefix)
