@@ -11,7 +11,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from dpdeploy.inference import predict
+from dpdeploy.inference import inputs, predict
 from dpdeploy.inenv import model as dpmodel
 from dpdeploy.inenv import predict_worker as worker
 
@@ -359,6 +359,50 @@ def test_shards_deal_inputs_round_robin_and_each_worker_gets_its_own(tmp_path):
     assert args.inputs == ["/p/b.jpg", "/p/d.jpg"] and args.stems == ["b", "d"] and args.device == "cuda:1"
     assert predict.shards(request(tmp_path, inputs=["/p/a.jpg"], devices=["cpu", "cpu"])) == [("cpu", [0])]
     assert predict.shards(request(tmp_path)) == [("cpu", [0, 1])]
+
+
+def test_shards_balance_the_work_by_aspect_ratio_and_put_videos_first(tmp_path):
+    """Four wide and four square photos, sorted square/wide alternately: dealt round-robin one
+    worker would get every wide one; balanced, each gets two of each. A video counts for many
+    photos; a file that does not open counts for none."""
+    from PIL import Image
+
+    for n in range(4):
+        Image.new("RGB", (512, 600)).save(tmp_path / f"{n}-tall.jpg")
+        Image.new("RGB", (512, 512)).save(tmp_path / f"{n}-square.png")
+    files = sorted(str(p) for p in tmp_path.iterdir())
+    assert [round(inputs.work_estimate(f), 3) for f in files[:2]] == [1.0, 1.172]
+    parts = predict.shards(request(tmp_path, inputs=files, devices=["cpu", "cpu"]))
+    for _, part in parts:
+        assert sorted("tall" in files[i] for i in part) == [False, False, True, True], parts
+        assert part == sorted(part)
+    (tmp_path / "broken.jpg").write_bytes(b"not a jpeg")
+    assert inputs.work_estimate(str(tmp_path / "broken.jpg")) == 0.0
+    assert inputs.work_estimate(str(tmp_path / "gone.jpg")) == 0.0
+    assert inputs.work_estimate(str(tmp_path / "clip.mp4")) == inputs.VIDEO_WEIGHT
+    assert inputs.deal([1.0, 1.0, inputs.VIDEO_WEIGHT, 1.0], 2) == [[2], [0, 1, 3]]
+    assert inputs.deal([0.0] * 5, 2) == [[0, 2, 4], [1, 3]]
+
+
+def test_worker_env_keeps_large_blocks_in_glibcs_heap(tmp_path):
+    """The tunables reach a real process: a freed 64 MiB block is served from the heap, not by
+    mmap (mallinfo2's hblkhd stays 0); a GLIBC_TUNABLES of the user's own is kept."""
+    probe = ("import ctypes\n"
+             "class Info(ctypes.Structure):\n"
+             "    _fields_ = [(n, ctypes.c_size_t) for n in 'arena ordblks smblks hblks hblkhd usmblks fsmblks "
+             "uordblks fordblks keepcost'.split()]\n"
+             "libc = ctypes.CDLL('libc.so.6'); libc.malloc.restype = ctypes.c_void_p; libc.mallinfo2.restype = Info\n"
+             "p = libc.malloc(64 << 20); print(libc.mallinfo2().hblkhd); libc.free(ctypes.c_void_p(p))")
+    plain = {k: v for k, v in os.environ.items() if k != "GLIBC_TUNABLES"}
+
+    def mmapped(env):
+        return int(subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True,
+                                  check=True).stdout)
+
+    assert mmapped(plain) >= 64 << 20
+    assert mmapped(predict.worker_env(plain)) == 0
+    assert predict.worker_env({**plain, "GLIBC_TUNABLES": "glibc.malloc.arena_max=2"})["GLIBC_TUNABLES"] \
+        == "glibc.malloc.arena_max=2"
 
 
 def test_cpu_workers_standing_in_for_gpus_merge_into_one_summary(tmp_path):

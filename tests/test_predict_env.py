@@ -216,3 +216,58 @@ def test_fast_fp32_agrees_with_defaultpredictors_model(d2_env, tmp_path):
         for i in range(len(a["scores"])):
             same = (a[f"labels_{i}"] == b[f"labels_{i}"]).mean() if a[f"labels_{i}"].shape == b[f"labels_{i}"].shape else 0
             assert same >= 0.995, (stem, i, same)
+
+
+WINDOW_CHECK = r"""
+import copy, dataclasses, json, sys, torch
+from densepose import add_densepose_config
+from detectron2.config import get_cfg
+from detectron2.modeling import build_model
+from detectron2.structures import Boxes, Instances
+from dpdeploy.inenv import decoder_window
+
+cfg = get_cfg()
+add_densepose_config(cfg)
+cfg.merge_from_file(sys.argv[1])
+cfg.MODEL.DEVICE = "cpu"
+torch.manual_seed(0)
+heads = build_model(cfg).eval().roi_heads
+windowed = copy.deepcopy(heads)
+installed = decoder_window.install(windowed)
+sizes = []
+windowed.decoder.predictor.register_forward_hook(lambda m, i, o: sizes.append(list(o.shape[-2:])))
+h, w = 800, 1088   # a batch padded to multiples of 32
+features = {f"p{k}": torch.randn(2, 256, h // 2**k, w // 2**k) for k in range(2, 7)}
+boxes = [[[10, 12, 90, 200], [60, 150, 160, 260], [900, 700, 1087, 799]], [[400.5, 300.25, 480.75, 420.5]]]
+
+def instances(k):
+    found = Instances((h, w), pred_boxes=Boxes(torch.tensor(boxes[k])))
+    found.pred_classes = torch.zeros(len(boxes[k]), dtype=torch.long)
+    return found
+
+with torch.inference_mode():
+    whole = heads._forward_densepose(features, [instances(0), instances(1)])
+    parts = windowed._forward_densepose(features, [instances(0), instances(1)])
+diff, size = 0.0, 0.0
+for a, b in zip(whole, parts):
+    for f in dataclasses.fields(a.pred_densepose):
+        x, y = getattr(a.pred_densepose, f.name), getattr(b.pred_densepose, f.name)
+        if isinstance(x, torch.Tensor):
+            diff, size = max(diff, (x - y).abs().max().item()), max(size, x.abs().max().item())
+print(json.dumps({"installed": installed, "reach": decoder_window.reach(heads.decoder), "sizes": sizes,
+                  "diff": diff, "size": size}))
+"""
+
+
+def test_decoder_windows_give_the_whole_decoders_densepose_outputs(d2_env):
+    """DensePose's heads decoding only windows around the boxes (overlapping boxes, one at the
+    map's edge, two images) give the same DensePose outputs as the whole decoder, on windows
+    smaller than the map."""
+    config = d2_env / ENV_CONFIGS / "densepose_rcnn_R_50_FPN_s1x.yaml"
+    done = subprocess.run([str(d2_env / "bin" / "python"), "-c", WINDOW_CHECK, str(config)], capture_output=True,
+                          text=True, env=predict.worker_env(), timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    got = json.loads(done.stdout.strip().splitlines()[-1])
+    assert got["installed"] and got["reach"] == 21, got
+    assert len(got["sizes"]) == 3 and all(hw[0] * hw[1] < 200 * 272 / 2 for hw in got["sizes"]), got
+    assert got["size"] > 0 and got["diff"] <= 1e-5 * got["size"], got

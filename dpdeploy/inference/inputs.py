@@ -60,3 +60,41 @@ def collect(specs: Sequence[str]) -> Inputs:
                     found.files.append(str(entry))
                     found.names.append(entry.relative_to(path).as_posix())
     return found
+
+
+# DensePose's test-time resize (shortest side 800, longest at most 1333): the model's work grows
+# with the resized area, which depends only on the aspect ratio.
+LONGEST_PER_SHORTEST = 1333 / 800
+VIDEO_WEIGHT = 1000.0   # many frames: a video outweighs any photo
+
+
+def work_estimate(path: str) -> float:
+    """One input's model work relative to a square photo's, for dealing inputs over workers: a
+    photo's resized area (1.0 to 1.67, from its header), a video's VIDEO_WEIGHT, 0 for a file
+    that does not open (it fails at once)."""
+    if Path(path).suffix.lower() in VIDEO_SUFFIXES:
+        return VIDEO_WEIGHT
+    import warnings
+
+    from PIL import Image   # the header only: the pixels are decoded by the worker
+
+    try:
+        with warnings.catch_warnings(), Image.open(path) as img:
+            warnings.simplefilter("ignore")
+            width, height = img.size
+    except Exception:   # missing, not an image, a decompression bomb: the worker reports it
+        return 0.0
+    return min(max(width, height) / max(1, min(width, height)), LONGEST_PER_SHORTEST)
+
+
+def deal(weights: Sequence[float], parts: int) -> list[list[int]]:
+    """Input indices dealt over ``parts`` workers so their summed weights are even: heaviest
+    first, each to the lightest part (the one with fewer inputs on a tie); each part in input
+    order. Equal weights deal round-robin."""
+    loads = [(0.0, 0)] * parts
+    dealt: list[list[int]] = [[] for _ in range(parts)]
+    for index in sorted(range(len(weights)), key=lambda i: -weights[i]):
+        k = min(range(parts), key=lambda p: loads[p])
+        dealt[k].append(index)
+        loads[k] = (loads[k][0] + weights[index], loads[k][1] + 1)
+    return [sorted(part) for part in dealt]

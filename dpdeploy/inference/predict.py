@@ -24,6 +24,7 @@ from dpdeploy import runner
 from dpdeploy.build.wheels import ENV_CONFIGS
 from dpdeploy.fsutil import atomic_write_text
 from dpdeploy.host.probe import parse_meminfo_mib
+from dpdeploy.inference.inputs import collect, deal, split_specs, work_estimate
 from dpdeploy.records import predict_summary
 from dpdeploy.records.predict_summary import PredictSummary
 from dpdeploy.host.probe import cpu_has_bf16
@@ -264,11 +265,15 @@ CPU_WORKER_MIB = 2048
 
 
 def shards(req: Request) -> list[tuple[str, list[int]]]:
-    """(device, 0-based input indices) per worker: the inputs dealt round-robin over the devices."""
+    """(device, 0-based input indices) per worker: the inputs dealt over the devices so each
+    gets about the same work (deal, by each input's aspect ratio; videos first)."""
     if req.engine == "ray":   # Ray schedules the actors itself: one driver for every input
         return [(req.device, list(range(len(req.inputs))))]
     n = max(1, min(len(req.devices), len(req.inputs)))
-    return [(req.devices[k], list(range(k, len(req.inputs), n))) for k in range(n)]
+    if n == 1:
+        return [(req.devices[0], list(range(len(req.inputs))))]
+    dealt = deal([work_estimate(path) for path in req.inputs], n)
+    return [(req.devices[k], part) for k, part in enumerate(dealt)]
 
 
 def model_flags(req: Request, device: str = "", threads: int = 0) -> list[str]:
@@ -305,11 +310,18 @@ def worker_command(req: Request, device: str = "", indices: Optional[Sequence[in
     return cmd + ["--stems", json.dumps([req.stems[i] for i in picked]), "--", *(req.inputs[i] for i in picked)]
 
 
+# glibc hands a freed block over 32 MiB back to the kernel and faults it in again on the next
+# forward pass; kept in the heap instead, a CPU forward pass takes ~5% less time (docs/performance.md).
+MALLOC_TUNABLES = "glibc.malloc.mmap_threshold=4294967296:glibc.malloc.trim_threshold=17179869184"
+
+
 def worker_env(base: Optional[dict[str, str]] = None) -> dict[str, str]:
-    """The repo on PYTHONPATH (the worker is part of dpdeploy), unbuffered, headless matplotlib."""
+    """The repo on PYTHONPATH (the worker is part of dpdeploy), unbuffered, headless matplotlib,
+    glibc's malloc keeping large blocks (unless GLIBC_TUNABLES is set already)."""
     env = dict(os.environ if base is None else base)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(paths.ROOT), env.get("PYTHONPATH", "")]))
     env.update(PYTHONUNBUFFERED="1", MPLBACKEND="Agg")
+    env.setdefault("GLIBC_TUNABLES", MALLOC_TUNABLES)
     return env
 
 
@@ -449,7 +461,6 @@ def prepare(inputs: Sequence[str], *, home: Path, prefix: str, default_device: s
     then make the record folder (``record_folder()``) and the request. Returns (request,
     skipped folder entries)."""
     from dpdeploy.inenv.synthetic import cache_name  # torch is imported only inside its functions
-    from dpdeploy.inference.inputs import collect, split_specs
 
     if model not in models:
         raise PredictError(f"--model {model}: not in env/matrix.yml; choose from {', '.join(models)}")
