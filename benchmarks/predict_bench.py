@@ -13,6 +13,8 @@ worker running DensePose's model exactly as DefaultPredictor builds it (fp32, ba
         --prefix <env prefix> [--copies 4] [--weights FILE] [--modes fp32:1,fp32:2,bf16:2]
 
 Wall-clock times of whole commands (process start, imports, model load, images, writing).
+apply_net runs as users run it; a second row gives it the worker's malloc settings
+(predict.MALLOC_TUNABLES) to show how much of the difference they make.
 Our predict writes more per image (input, side-by-side, IUV npz, JSON) than apply_net (one PNG).
 """
 from __future__ import annotations
@@ -113,6 +115,9 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="predict-bench-"))
     home = work / "home"
     env = {**predict.worker_env(), "DPDEPLOY_HOME": str(home), "NO_COLOR": "1"}
+    upstream = dict(env)   # apply_net as users run it: without the malloc settings our worker gets
+    if "GLIBC_TUNABLES" not in os.environ:
+        upstream.pop("GLIBC_TUNABLES", None)
     weights = args.weights or str(home / "cache" / "weights" / cache_name(MODEL))
     if not args.weights:
         timed([python, "-m", "dpdeploy.inenv.synthetic", "--config", str(config), "--out", weights], env=env)
@@ -134,8 +139,8 @@ def main() -> None:
                 "--opts", "MODEL.DEVICE", args.device, "TEST.DETECTIONS_PER_IMAGE", str(CAP)]
 
     def exact(out: Path) -> list[str]:
-        """The worker on DensePose's model as DefaultPredictor builds it (no folding, no channels-last),
-        fp32, batch 1: the reference every mode's numbers are compared with."""
+        """The worker on DensePose's model as DefaultPredictor builds it (no folding, no channels-last,
+        no decoder windows), fp32, batch 1: the reference every mode's numbers are compared with."""
         files = sorted(str(f) for f in folder.iterdir())
         req = predict.Request(inputs=files, out=str(out), model=MODEL, python=python, weights=weights,
                               vis=VIS.split(","), device=args.device, config=str(config), max_detections=CAP,
@@ -144,7 +149,9 @@ def main() -> None:
         return cmd[:cmd.index("--")] + ["--exact"] + cmd[cmd.index("--"):]
 
     load = os.getloadavg()
-    rows = [("apply_net.py show", *timed(theirs(str(folder), work / "out" / "apply_net"), env, str(densepose)))]
+    rows = [("apply_net.py show", *timed(theirs(str(folder), work / "out" / "apply_net"), upstream, str(densepose))),
+            ("apply_net.py show, with the worker's malloc settings (GLIBC_TUNABLES)",
+             *timed(theirs(str(folder), work / "out" / "apply_net_malloc"), env, str(densepose)))]
     modes = [(m.split(":")[0], int(m.split(":")[1]), int((m.split(":") + ["0"])[2])) for m in args.modes.split(",")]
     outs = {"worker fp32 batch 1 --exact (DefaultPredictor's model)": work / "out" / "exact"}
     rows.append((next(iter(outs)), *timed(exact(outs[next(iter(outs))]), env, str(ROOT))))
@@ -164,7 +171,7 @@ def main() -> None:
             *agreement(outs[reference], outs[label]))
         print(f"| {label} | {wall:.1f} | {count / wall:.3f} | {base_wall / wall:.2f}x | {cpu:.1f} | "
               f"{base_cpu / cpu:.2f}x | {rss:.0f} {acc}")
-    single = [("apply_net.py show", [timed(theirs(str(ph), work / "single" / "a" / ph.stem), env, str(densepose))
+    single = [("apply_net.py show", [timed(theirs(str(ph), work / "single" / "a" / ph.stem), upstream, str(densepose))
                                      for ph in photos]),
               ("invoke predict fp32", [timed(ours(str(ph), work / "single" / "p" / ph.stem), env, str(ROOT))
                                        for ph in photos])]

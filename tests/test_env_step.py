@@ -3,6 +3,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -13,13 +14,14 @@ from dpdeploy.records import env_stamp
 from dpdeploy.steps import env as env_step
 from dpdeploy.steps.context import StepContext
 from dpdeploy.steps.pipeline import run_step
+from dpdeploy.state import debris
 
 from .conftest import FIXTURES, ROOT, facts_fixture
 from .deployed import FakeStream
 
 
 def context(matrix, prefix, dry=False, facts=None, **flags):
-    s = settings({"profile": "cu130", "prefix": str(prefix), **flags}, env={})
+    s = settings({"profile": "cu130", "prefix": str(prefix), "home": str(Path(prefix).parent / "home"), **flags}, env={})
     facts = facts or facts_fixture("nogpu")
     lines = []
     return StepContext(resolve(facts, matrix, s), facts, s, matrix, None, dry, lines.append), lines
@@ -44,6 +46,26 @@ def test_fresh_env_marks_first_and_stamps_last(matrix, tmp_path, monkeypatch):
     # second run: a no-op that runs nothing
     again = run_step("env", context(matrix, prefix)[0])
     assert again.status == "up-to-date" and len(fake.calls) == 2
+
+
+def test_pip_makes_its_temp_folders_in_the_state_roots_tmp_which_the_sweep_clears(matrix, tmp_path, monkeypatch):
+    """pip's temp folders (pip-unpack-*, pip-build-tracker-*, ...) go under <state root>/tmp: an
+    install killed midway leaves them where the next run's sweep removes them, not in /tmp."""
+    fake, envs = FakeStream(), []
+
+    def stream(argv, log_path, env=None, echo=print, cwd=None):
+        envs.append(env)
+        return fake(argv, log_path, env=env, echo=echo, cwd=cwd)
+
+    monkeypatch.setattr(env_step, "stream", stream)
+    ctx, _ = context(matrix, tmp_path / "env")
+    assert run_step("env", ctx).status == "done"
+    tmp = debris.tmp_root(ctx.plan.home)
+    assert len(envs) == 2 and all(e["TMPDIR"] == str(tmp) for e in envs)
+    made = subprocess.run([sys.executable, "-c", "import tempfile; print(tempfile.mkdtemp(prefix='pip-unpack-'))"],
+                          env=envs[-1], capture_output=True, text=True, check=True).stdout.strip()
+    assert Path(made).parent == tmp
+    assert any("pip-unpack-" in line for line in debris.sweep(ctx.plan.home)) and not Path(made).exists()
 
 
 def test_failed_install_leaves_no_stamp_and_is_redone(matrix, tmp_path, monkeypatch):

@@ -3,8 +3,9 @@
 The preprocessing is DefaultPredictor's (BGR, ResizeShortestEdge from INPUT.MIN_SIZE_TEST /
 MAX_SIZE_TEST), done on loader threads; the forward pass takes a list of images under
 ``torch.inference_mode`` and, for bf16 / fp16, autocast. The frozen batch norms are folded into
-their convolutions and, on a CPU, the weights kept channels-last (oneDNN's fast layout): the
-same function up to float rounding. With ``exact`` the model is DefaultPredictor's as built.
+their convolutions and, on a CPU, the weights kept channels-last (oneDNN's fast layout) and
+DensePose's decoder run only around the detected boxes (decoder_window.py): the same function up
+to float rounding. With ``exact`` the model is DefaultPredictor's as built.
 """
 from __future__ import annotations
 
@@ -145,9 +146,9 @@ class Model:
         self.bgr = cfg.INPUT.FORMAT == "BGR"
         if not getattr(args, "exact", False):
             fold_frozen_batchnorm(torch, self.net)   # one op instead of two per ResNet conv
-            decoder_window.install(self.net.roi_heads)   # DensePose's decoder only around the boxes
             if not args.device.startswith("cuda"):   # oneDNN's convolutions: ~1.3x fewer CPU seconds, same boxes
                 self.net = self.net.to(memory_format=torch.channels_last)
+                decoder_window.install(self.net.roi_heads)   # DensePose's decoder only around the boxes
         classes = {  # DensePose's apply_net.py ShowAction.VISUALIZERS
             "dp_contour": DensePoseResultsContourVisualizer,
             "dp_segm": DensePoseResultsFineSegmentationVisualizer,

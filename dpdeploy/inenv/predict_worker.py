@@ -57,7 +57,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument("--precision", choices=PRECISIONS, default="fp32", help="fp32, or bf16 / fp16 autocast")
     p.add_argument("--threads", type=int, default=0, help="torch's CPU threads (0: every CPU this process may use)")
     p.add_argument("--exact", action="store_true", help="the model as DefaultPredictor builds it: no batch-norm "
-                   "folding, no channels-last (the benchmark's reference)")
+                   "folding, no channels-last, no decoder windows (the benchmark's reference)")
     p.add_argument("--every", type=int, default=1, help="videos: keep every Nth frame")
     p.add_argument("--stems", default="", help="JSON list: each input's output folder (default: from its file name)")
     args = p.parse_args(argv)

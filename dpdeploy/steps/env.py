@@ -31,6 +31,7 @@ from dpdeploy.records.env_stamp import EnvStamp
 from dpdeploy.records.run import StepResult
 from dpdeploy.records.schema import RecordError
 from dpdeploy.runner import stream
+from dpdeploy.state import debris
 from dpdeploy.steps.context import StepContext
 
 MARKER = ".dpdeploy-managed"
@@ -126,12 +127,15 @@ def _pip_commands(python: str, prefix: Path, lock_file: Path, wheels: Optional[P
     return [[python, "-m", "venv", str(prefix)], _pip_install(prefix, lock_file, *_offline(wheels))]
 
 
-def pip_env(offline: bool) -> dict[str, str]:
-    """pip's environment; offline: no pip config, index or find-links but the bundle's."""
+def pip_env(offline: bool, home: str | Path) -> dict[str, str]:
+    """pip's environment: its temp folders in the state root's tmp (an interrupted install's are
+    swept by the next run); offline: no pip config, index or find-links but the bundle's."""
+    tmp = debris.tmp_root(home)
+    tmp.mkdir(parents=True, exist_ok=True)
     if not offline:
-        return {**os.environ, "PIP_NO_INPUT": "1"}
+        return {**os.environ, "PIP_NO_INPUT": "1", "TMPDIR": str(tmp)}
     kept = {k: v for k, v in os.environ.items() if not k.startswith("PIP_")}
-    return {**kept, "PIP_NO_INPUT": "1", "PIP_CONFIG_FILE": os.devnull, "PIP_NO_INDEX": "1"}
+    return {**kept, "PIP_NO_INPUT": "1", "PIP_CONFIG_FILE": os.devnull, "PIP_NO_INDEX": "1", "TMPDIR": str(tmp)}
 
 
 def run(ctx: StepContext, reach: Reach = reachable, which: Callable[[str], Optional[str]] = shutil.which) -> StepResult:
@@ -216,7 +220,7 @@ def _create(ctx: StepContext, prefix: Path, state: str, wanted: Wanted, commands
     progress = _Progress(total, ctx.echo)
     for argv in commands:
         ctx.echo(f"    $ {' '.join(argv)}   (log: {log})")
-        rc = stream(argv, log_path=str(log), echo=progress, env=pip_env(ctx.bundle is not None))
+        rc = stream(argv, log_path=str(log), echo=progress, env=pip_env(ctx.bundle is not None, ctx.plan.home))
         if rc != 0:
             return StepResult("env", "failed", command, output=f"`{argv[0]} {' '.join(argv[1:3])}` exited {rc}; "
                               f"the env is left unstamped and is redone next time.\n{_tail(log)}",
@@ -256,7 +260,7 @@ def _repair(ctx: StepContext, prefix: Path, lock_file: Path, lock_rel: str, drif
     smoke_pass.forget(prefix)
     try:
         rc = stream(argv, log_path=str(log), echo=_Progress(len(drift.names), ctx.echo),
-                    env=pip_env(ctx.bundle is not None))
+                    env=pip_env(ctx.bundle is not None, ctx.plan.home))
     finally:
         subset.unlink(missing_ok=True)
     after = package_drift(str(prefix), lock_file.read_text(encoding="utf-8"), lock_rel, host=host,
