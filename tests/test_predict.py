@@ -318,7 +318,7 @@ def test_full_disk_is_refused(tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == []
 
 
-# --- several devices: one worker each, inputs dealt round-robin, one merged summary ------------
+# --- several devices: one worker each, inputs dealt by size, one merged summary ------------
 
 SHARD_PYTHON = """#!/usr/bin/env python3
 # stands in for <prefix>/bin/python: reports each of its inputs; dies (SIGKILL) at one named die*
