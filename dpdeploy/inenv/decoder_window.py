@@ -11,6 +11,7 @@ layer) is left as it is.
 from __future__ import annotations
 
 import math
+import threading
 from typing import Any, Optional
 
 Window = tuple[int, int, int, int]   # y0, y1, x0, x1 at the finest level, end-exclusive
@@ -86,10 +87,10 @@ def install(heads) -> bool:
     scale = float(pooler.level_poolers[0].spatial_scale)
     margin = band + 2   # + the pooler's bilinear neighbour, + one for rounding
     whole, original = decoder.forward, heads._forward_densepose
-    current: dict[str, Any] = {}
+    current = threading.local()   # the boxes of the forward pass running on this thread
 
     def decode(features: list[Any]):
-        boxes = current.get("boxes")
+        boxes = getattr(current, "boxes", None)
         finest = features[0]
         height, width = finest.shape[-2:]
         align = max(height // f.shape[-2] for f in features)
@@ -111,11 +112,11 @@ def install(heads) -> bool:
     def forward_densepose(features, instances):
         if heads.training:
             return original(features, instances)
-        current["boxes"] = [x.pred_boxes.tensor for x in instances]
+        current.boxes = [x.pred_boxes.tensor for x in instances]
         try:
             return original(features, instances)
         finally:
-            current.clear()
+            current.boxes = None
 
     decoder.forward = decode
     heads._forward_densepose = forward_densepose
