@@ -213,6 +213,14 @@ def _read(path: str) -> str:
 BF16_FLAGS = ("avx512_bf16", "amx_bf16")   # the CPU instructions torch's bf16 kernels (oneDNN) use
 
 
+def usable_cpus() -> int:
+    """The CPUs this process may run on (its affinity mask; all of them where there is none)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
 def cpu_has_bf16(cpuinfo: Optional[str] = None) -> bool:
     """Whether /proc/cpuinfo (or ``cpuinfo``) lists an instruction set for fast bf16."""
     text = _read("/proc/cpuinfo") if cpuinfo is None else cpuinfo
@@ -240,10 +248,7 @@ def probe(
     driver, gpus, source, notes = probe_gpus(runner, nvml)
     disk, free = free_mib(disk_path)
     compilers, compiler_notes = find_compilers(runner, which)
-    try:
-        cpus = len(os.sched_getaffinity(0))
-    except AttributeError:
-        cpus = os.cpu_count() or 1
+    cpus = usable_cpus()
     return Facts(
         os_id=osr.get("ID", platform.system().lower()),
         os_version=osr.get("VERSION_ID", ""),

@@ -60,20 +60,19 @@ def windows(boxes: list[tuple[float, float, float, float]], scale: float, margin
         return start, min(size, -(-(math.ceil(hi * scale) + margin) // align) * align)
 
     found = [(*span(y0, y1, height), *span(x0, x1, width)) for x0, y0, x1, y1 in boxes]
-    merged = True
-    while merged:   # overlapping windows become their bounding window, until none overlap
-        merged = False
-        for i in range(len(found)):
-            for j in range(i + 1, len(found)):
-                a, b = found[i], found[j]
-                if a[0] < b[1] and b[0] < a[1] and a[2] < b[3] and b[2] < a[3]:
-                    found[i] = (min(a[0], b[0]), max(a[1], b[1]), min(a[2], b[2]), max(a[3], b[3]))
-                    del found[j]
-                    merged = True
-                    break
-            if merged:
-                break
+    i = 0
+    while i < len(found):   # a window overlapping a later one becomes their bounding window; recheck all
+        j = next((j for j in range(i + 1, len(found)) if _overlap(found[i], found[j])), None)
+        if j is None:
+            i += 1
+        else:
+            a, b = found[i], found.pop(j)
+            found[i], i = (min(a[0], b[0]), max(a[1], b[1]), min(a[2], b[2]), max(a[3], b[3])), 0
     return found
+
+
+def _overlap(a: Window, b: Window) -> bool:
+    return a[0] < b[1] and b[0] < a[1] and a[2] < b[3] and b[2] < a[3]
 
 
 def install(heads) -> bool:

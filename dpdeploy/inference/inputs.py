@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -74,8 +75,6 @@ def work_estimate(path: str) -> float:
     that does not open (it fails at once)."""
     if Path(path).suffix.lower() in VIDEO_SUFFIXES:
         return VIDEO_WEIGHT
-    import warnings
-
     from PIL import Image   # the header only: the pixels are decoded by the worker
 
     try:

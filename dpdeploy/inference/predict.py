@@ -23,11 +23,10 @@ from dpdeploy import paths
 from dpdeploy import runner
 from dpdeploy.build.wheels import ENV_CONFIGS
 from dpdeploy.fsutil import atomic_write_text
-from dpdeploy.host.probe import parse_meminfo_mib
 from dpdeploy.inference.inputs import collect, deal, split_specs, work_estimate
 from dpdeploy.records import predict_summary
 from dpdeploy.records.predict_summary import PredictSummary
-from dpdeploy.host.probe import cpu_has_bf16
+from dpdeploy.host.probe import cpu_has_bf16, parse_meminfo_mib, usable_cpus
 from dpdeploy.inenv.model import PRECISIONS
 from dpdeploy.inenv.outputs import DEFAULT_MAX_SIZE, DEFAULT_VIS, VISUALIZERS, unique_stems
 
@@ -396,16 +395,9 @@ def run(req: Request, summary: PredictSummary, log_path: Path,
     return summary
 
 
-def _host_cpus() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:
-        return os.cpu_count() or 1
-
-
 def _cpu_threads(parts: int) -> list[int]:
     """This host's CPUs split over ``parts`` CPU workers, each at least one."""
-    total = _host_cpus()
+    total = usable_cpus()
     return [max(1, total // parts + (1 if i < total % parts else 0)) for i in range(parts)]
 
 
@@ -498,7 +490,7 @@ def prepare(inputs: Sequence[str], *, home: Path, prefix: str, default_device: s
     if engine == "local" and workers and devices[0].startswith("cuda"):
         raise PredictError(f"--workers {workers} with --device cuda: one worker runs per GPU; pick them with --gpus")
     if engine == "local" and devices == ["cpu"]:
-        devices = ["cpu"] * cpu_workers(workers, len(found.files), _host_cpus(), available_mib())
+        devices = ["cpu"] * cpu_workers(workers, len(found.files), usable_cpus(), available_mib())
     python = env_python(prefix)
     if engine == "ray":
         check_env_has_ray(prefix)
